@@ -1,0 +1,339 @@
+"""A probabilistic-programming front end that compiles to :class:`mcem.Model`.
+
+A model is a Python function whose first argument is a handle ``m`` and whose other arguments are
+data. Inside it, ``m.param`` declares a parameter (with a constraint and an initial value),
+``m.latent`` a latent variable (with a distribution, so its support is known) and ``m.observe``
+an observed quantity::
+
+    @mcem.model
+    def glmm(m, X, y, group, n_groups):
+        beta = m.param("beta", shape=X.shape[1], init=0.0)
+        sigma = m.param("sigma", constraint=C.positive, init=1.0)
+        u = m.latent("u", dist.Normal(0.0, sigma), shape=n_groups, unit=True)
+        m.observe("y", dist.Bernoulli(logits=X @ beta + u[..., group]), y, unit_index=group)
+
+    model = glmm(X=X, y=y, group=g, n_groups=G)       # an mcem.Model
+
+Latent values carry leading batch axes (chains, draws), so index them with ``u[..., idx]``.
+
+Unit structure. A latent declared with ``unit=True`` has conditionally independent units along
+its first axis. An observation says which unit each of its elements belongs to with
+``unit_index`` (an integer array over the observation's first axis), or, when several unit
+latents are involved (crossed random effects), a dict ``{latent name: index array}``. The compiled
+model then returns per-unit log-density terms (one unit latent) or per-latent conditionals (several),
+so samplers can update all units at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import sparse
+
+from . import constraints as C
+from ._validation import check_data
+from .model import Continuous, Discrete, Model
+
+__all__ = ["model", "ModelBuilder"]
+
+
+class _Site:
+    __slots__ = ("kind", "name", "value", "dist", "shape", "unit", "unit_index", "constraint", "init")
+
+    def __init__(self, kind, name, **kw):
+        self.kind, self.name = kind, name
+        for k in self.__slots__[2:]:
+            setattr(self, k, kw.get(k))
+
+
+class _Handle:
+    """The ``m`` passed to a model function: records or evaluates the primitives."""
+
+    def __init__(self, mode, theta=None, z=None):
+        self._mode = mode  # "trace" or "eval"
+        self._theta = theta
+        self._z = z
+        self.sites: dict[str, _Site] = {}
+
+    def _new(self, name, kind):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{kind}: name must be a non-empty str, got {name!r}")
+        if name in self.sites:
+            raise ValueError(f"{kind}: the name {name!r} is used twice in the model")
+
+    def param(self, name, *, shape=None, constraint=C.real, init=None):
+        """Declare a parameter; returns its current (constrained) value."""
+        self._new(name, "param")
+        if self._mode == "eval":
+            self.sites[name] = _Site("param", name)
+            return self._theta[name]
+        if not isinstance(constraint, C.Constraint) or not constraint.has_bijection:
+            raise TypeError(f"param {name!r}: constraint must be an mcem.constraints object, got {constraint!r}")
+        if constraint.elementwise:
+            constraint = constraint(() if shape is None else shape)
+        elif shape is not None and C.as_shape(shape) != constraint.shape:
+            raise ValueError(
+                f"param {name!r}: shape {C.as_shape(shape)} does not match the constraint {constraint!r} "
+                f"(shape {constraint.shape})"
+            )
+        if init is None:
+            value = constraint.default()
+        else:
+            value = np.asarray(init, dtype=float)
+            try:
+                value = np.broadcast_to(value, constraint.shape).copy()
+            except ValueError:
+                raise ValueError(
+                    f"param {name!r}: init must broadcast to shape {constraint.shape}, got shape {value.shape}"
+                ) from None
+            if not constraint.check(value):
+                raise ValueError(f"param {name!r}: init must lie in {constraint!r}, got {value!r}")
+        self.sites[name] = _Site("param", name, constraint=constraint, init=value)
+        return value
+
+    def latent(self, name, dist, *, shape=None, unit=False, init=None):
+        """Declare a latent variable with distribution ``dist``; returns its current value."""
+        self._new(name, "latent")
+        if not hasattr(dist, "log_prob") or not hasattr(dist, "support"):
+            raise TypeError(f"latent {name!r}: dist must be an mcem.dist distribution, got {dist!r}")
+        if self._mode == "eval":
+            value = self._z[name]
+            self.sites[name] = _Site("latent", name, dist=dist, value=value, unit=unit)
+            return value
+        dshape = tuple(dist.batch_shape) + tuple(dist.event_shape)
+        shape = dshape if shape is None else C.as_shape(shape, f"latent {name!r}: shape")
+        if getattr(dist, "is_discrete", False):
+            K = getattr(dist, "num_states", None)
+            if not K:
+                raise ValueError(
+                    f"latent {name!r}: a discrete latent needs finitely many states, got {dist!r} "
+                    "(use Bernoulli, Categorical or Binomial with a scalar total_count)"
+                )
+            spec = Discrete(int(K), shape=shape, unit=unit)
+            value = np.zeros(shape, dtype=int)
+        else:
+            support = dist.support
+            if not (isinstance(support, C.Constraint) and support.elementwise and support.has_bijection):
+                raise ValueError(
+                    f"latent {name!r}: only elementwise continuous supports (real, positive, interval) "
+                    f"can be latent, got {support!r} from {dist!r}"
+                )
+            spec = Continuous(support, shape=shape, unit=unit, init=init)
+            value = spec.init
+        self.sites[name] = _Site("latent", name, dist=dist, shape=shape, unit=unit, init=spec)
+        return value
+
+    def observe(self, name, dist, value, *, unit_index=None):
+        """Declare observed data ``value`` with distribution ``dist``."""
+        self._new(name, "observe")
+        if not hasattr(dist, "log_prob"):
+            raise TypeError(f"observe {name!r}: dist must be an mcem.dist distribution, got {dist!r}")
+        self.sites[name] = _Site("observe", name, dist=dist, value=value, unit_index=unit_index)
+        return value
+
+
+def _reduce_to(lp, batch_ndim, keep_axis):
+    """Sum ``lp`` over everything after the batch axes, keeping one axis (relative) if asked."""
+    nd = lp.ndim
+    if keep_axis is None:
+        return lp.sum(axis=tuple(range(batch_ndim, nd))) if nd > batch_ndim else lp
+    trail = tuple(range(batch_ndim + keep_axis + 1, nd))
+    return lp.sum(axis=trail) if trail else lp
+
+
+def _scatter(lp_obs, S):
+    """(batch..., n_obs) terms -> (batch..., n_units) sums, with a sparse (n_obs, n_units) map."""
+    batch = lp_obs.shape[:-1]
+    flat = lp_obs.reshape(-1, lp_obs.shape[-1])
+    out = np.asarray((S.T @ flat.T).T)
+    return out.reshape(batch + (S.shape[1],))
+
+
+class ModelBuilder:
+    """Compiles a model function with its data into an :class:`mcem.Model`.
+
+    Returned by :func:`model`; call it with the data (positional or keyword) to get the Model.
+    """
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"model: expected a function, got {type(fn).__name__}")
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        sig = inspect.signature(self.fn)
+        try:
+            bound = sig.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.fn.__name__}: {exc}") from None
+        bound.apply_defaults()
+        data = dict(list(bound.arguments.items())[1:])
+        data = check_data(data, "data")
+        return _compile(self.fn, data)
+
+    def __repr__(self):
+        return f"<mcem model {self.fn.__name__}>"
+
+
+def model(fn):
+    """Decorator: turn a model function ``fn(m, *data)`` into a :class:`ModelBuilder`."""
+    return ModelBuilder(fn)
+
+
+def _compile(fn, data):
+    name = fn.__name__
+    trace = _Handle("trace")
+    try:
+        fn(trace, **data)
+    except (TypeError, ValueError) as exc:
+        if str(exc).startswith(("param ", "latent ", "observe ")):
+            raise  # our own declaration errors already say what is wrong
+        raise type(exc)(f"model {name!r} raised {type(exc).__name__} when run on its data: {exc}") from exc
+    except (IndexError, KeyError, ArithmeticError) as exc:
+        raise type(exc)(f"model {name!r} raised {type(exc).__name__} when run on its data: {exc}") from exc
+    params = {s.name: s.constraint for s in trace.sites.values() if s.kind == "param"}
+    init = {s.name: s.init for s in trace.sites.values() if s.kind == "param"}
+    lat_sites = {s.name: s for s in trace.sites.values() if s.kind == "latent"}
+    latents = {n: s.init for n, s in lat_sites.items()}
+    if not params:
+        raise ValueError(f"model {name!r} declares no parameter (m.param)")
+    if not latents:
+        raise ValueError(f"model {name!r} declares no latent variable (m.latent)")
+    unit_latents = [n for n, s in lat_sites.items() if s.unit]
+    shapes = {n: s.shape for n, s in lat_sites.items()}
+
+    # Sparse maps from observation elements to the units of each unit latent.
+    maps: dict[str, dict[str, sparse.csr_matrix]] = {}
+    for s in trace.sites.values():
+        if s.kind != "observe" or s.unit_index is None:
+            continue
+        idx = s.unit_index
+        if not isinstance(idx, Mapping):
+            if len(unit_latents) != 1:
+                raise ValueError(
+                    f"observe {s.name!r}: unit_index must be a dict {{latent name: index}} when the model "
+                    f"has {len(unit_latents)} unit latents ({unit_latents})"
+                )
+            idx = {unit_latents[0]: idx}
+        maps[s.name] = {}
+        for lat, ix in idx.items():
+            if lat not in unit_latents:
+                raise ValueError(f"observe {s.name!r}: unit_index names {lat!r}, which is not a unit latent ({unit_latents})")
+            ix = np.asarray(ix)
+            n_units = shapes[lat][0]
+            if ix.ndim != 1 or not np.issubdtype(ix.dtype, np.integer):
+                raise ValueError(f"observe {s.name!r}: unit_index[{lat!r}] must be a 1-D integer array, got {ix.dtype} of shape {ix.shape}")
+            if ix.size and (ix.min() < 0 or ix.max() >= n_units):
+                raise ValueError(
+                    f"observe {s.name!r}: unit_index[{lat!r}] must lie in 0..{n_units - 1}, "
+                    f"got values from {ix.min()} to {ix.max()}"
+                )
+            maps[s.name][lat] = sparse.csr_matrix(
+                (np.ones(ix.size), (np.arange(ix.size), ix)), shape=(ix.size, n_units)
+            )
+
+    first_latent = next(iter(lat_sites))
+
+    def evaluate(theta, z, data):
+        """Run the model; return {site: log terms of shape batch + kept axes}, batch shape.
+
+        Latents keep their unit axis when declared with ``unit=True``; observations keep their
+        first axis (the one ``unit_index`` refers to) when they have a unit map.
+        """
+        h = _Handle("eval", theta, z)
+        fn(h, **data)
+        zf = np.asarray(z[first_latent])
+        bnd = zf.ndim - len(shapes[first_latent])
+        batch = zf.shape[:bnd]
+        terms = {}
+        for s in h.sites.values():
+            if s.kind == "param":
+                continue
+            lp = np.asarray(s.dist.log_prob(s.value), dtype=float)
+            vshape = np.shape(s.value)
+            n_event = len(getattr(s.dist, "event_shape", ()))
+            own = vshape[len(vshape) - len(shapes[s.name]) :] if s.kind == "latent" else vshape
+            own = own[: len(own) - n_event] if n_event else own
+            lp = np.broadcast_to(lp, batch + tuple(own))
+            keep = 0 if (s.unit if s.kind == "latent" else s.name in maps) else None
+            terms[s.name] = (s, _reduce_to(lp, bnd, keep if own else None))
+        return terms, batch
+
+    def total(theta, z, data):
+        terms, batch = evaluate(theta, z, data)
+        acc = np.zeros(batch)
+        for _, lp in terms.values():
+            acc = acc + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return acc
+
+    def split(terms, batch, site_name):
+        """(per-unit terms of ``site_name``, the sum of every other term)."""
+        unit = np.zeros(batch + (shapes[site_name][0],))
+        rest = np.zeros(batch)
+        for s, lp in terms.values():
+            if s.kind == "latent" and s.name == site_name:
+                unit = unit + lp
+            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+                unit = unit + _scatter(lp, maps[s.name][site_name])
+            else:
+                rest = rest + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return unit, rest
+
+    def unit_terms(site_name):
+        def cond(theta, z, data):
+            return split(*evaluate(theta, z, data), site_name)[0]
+
+        return cond
+
+    # A latent's unit terms are only usable when nothing left out of them depends on it (an
+    # observation involving the latent without a unit_index would break that).
+    conditionals = {
+        n: unit_terms(n) for n in unit_latents if _factorises(total, unit_terms(n), init, latents, data, n)
+    }
+    log_joint = total
+    if len(unit_latents) == 1:
+        site = unit_latents[0]
+        n_units = shapes[site][0]
+
+        def per_unit(theta, z, data):
+            # The unit terms plus every other term spread evenly over the units: the rest is
+            # free of the unit latent (checked below), so it cancels in per-unit acceptance ratios.
+            unit, rest = split(*evaluate(theta, z, data), site)
+            return unit + rest[..., None] / n_units
+
+        if site in conditionals:
+            log_joint = per_unit
+
+    log_joint.__name__ = name
+    return Model(
+        log_joint,
+        params=params,
+        latents=latents,
+        data=data,
+        init=init,
+        conditionals=conditionals,
+        name=name,
+    )
+
+
+def _factorises(total, cond, theta, latents, data, site, n_checks=3):
+    """Check numerically that total - sum(unit terms) does not depend on the unit latent."""
+    rng = np.random.default_rng(12345)
+    z = {}
+    for n, spec in latents.items():
+        v = spec.initial(rng, (n_checks,))
+        if n == site:
+            if isinstance(spec, Discrete):
+                v = rng.integers(0, spec.K, size=v.shape)
+            else:
+                v = spec.support.forward(spec.support.inverse(v) + rng.normal(scale=0.5, size=v.shape))
+        z[n] = v
+    with np.errstate(all="ignore"):
+        rest = total(theta, z, data) - cond(theta, z, data).sum(-1)
+    if not np.all(np.isfinite(rest)):
+        return False
+    return bool(np.allclose(rest, rest[0], rtol=1e-9, atol=1e-9))
