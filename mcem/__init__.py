@@ -1,7 +1,8 @@
 """mcem: maximum likelihood in latent-variable models by Monte Carlo EM."""
 
-from . import constraints, datasets, models
+from . import constraints, datasets, diagnostics, kernels, models
 from . import distributions as dist
+from .estep import EStep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .fit import fit
 from .model import Continuous, Discrete, Model
@@ -14,14 +15,17 @@ __all__ = [
     "Continuous",
     "ConvergenceWarning",
     "Discrete",
+    "EStep",
     "FitResult",
     "History",
     "Model",
     "MonteCarloWarning",
     "constraints",
     "datasets",
+    "diagnostics",
     "dist",
     "fit",
+    "kernels",
     "model",
     "models",
 ]
