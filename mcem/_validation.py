@@ -104,3 +104,13 @@ def check_data(data, name="data"):
         if isinstance(data, numbers.Real) and not np.isfinite(data):
             raise ValueError(f"{name} must be finite, got {data!r}")
     return data
+
+
+def with_context(exc: BaseException, message: str) -> BaseException:
+    """The same kind of exception with ``message`` in front, or ``exc`` itself when its type
+    cannot be built from one string (so the user's real error is never hidden)."""
+    try:
+        new = type(exc)(f"{message}: {exc}")
+    except Exception:
+        return exc
+    return new

@@ -263,7 +263,7 @@ class Normal(Distribution):
 
 
 class HalfNormal(Distribution):
-    """|X| for X ~ Normal(0, scale); density is finite at 0, -inf for x < 0."""
+    """abs(X) for X ~ Normal(0, scale); density is finite at 0, -inf for x < 0."""
 
     support = constraints.positive
     _repr_params = ("scale",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import warnings
@@ -153,8 +154,27 @@ def _run_em(model, theta, *, rng, max_iter, tol, callback, progress):
     return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message, loglik=ll)
 
 
+_COMMON = ("model", "theta", "rng", "max_iter", "tol", "callback", "progress")
+
+
+class _Lazy:
+    """An algorithm imported on first use (keeps ``import mcem`` light)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @property
+    def target(self):
+        from . import algorithms
+
+        return getattr(algorithms, self.name)
+
+    def __call__(self, *args, **kwargs):
+        return self.target(*args, **kwargs)
+
+
 #: Fitting algorithms by name.
-METHODS = {"em": _run_em}
+METHODS = {"em": _run_em, "mcem": _Lazy("run_mcem"), "saem": _Lazy("run_saem"), "gem": _Lazy("run_gem")}
 
 
 def fit(
@@ -177,8 +197,14 @@ def fit(
         The model (low-level :class:`mcem.Model` or one compiled by :func:`mcem.model`).
     theta0 : dict, optional
         Starting parameters (constrained scale); default: the model's initial values.
-    method : {"em"}
+    method : {"em", "mcem", "saem", "gem"}
         ``"em"``: exact EM with the model's closed-form E and M steps.
+        ``"mcem"``: Monte Carlo EM; the E step draws the latents by MCMC (``sampler``), the
+        sample size follows the ascent-based rule of Caffo, Jank & Jones (2005) by default, and
+        the run stops when the upper confidence bound of delta-Q stays below ``tol``
+        (options: :func:`mcem.algorithms.run_mcem`).
+        ``"saem"``: stochastic approximation EM (:func:`mcem.algorithms.run_saem`).
+        ``"gem"``: generalized EM with gradient-ascent M steps (:func:`mcem.algorithms.run_gem`).
     max_iter : int, optional
         Iteration cap (a ``ConvergenceWarning`` is issued when it stops the run).
     tol : float, optional
@@ -189,6 +215,9 @@ def fit(
         Called with each iteration's history row (a dict); returning True stops the run.
     progress : bool, optional
         Show a progress bar; default: only when stderr is a terminal.
+    **options
+        Options of the chosen method (for example ``sampler``, ``n_chains``, ``m_max``,
+        ``schedule`` for MCEM); an unknown option raises ``TypeError`` listing the known ones.
 
     Returns
     -------
@@ -205,8 +234,14 @@ def fit(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    runner = METHODS[method]
+    target = getattr(runner, "target", runner)
+    known = [p for p in inspect.signature(target).parameters if p not in _COMMON]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"fit: method={method!r} got unknown option(s) {unknown}; its options are {known}")
     rng = as_generator(rng)
     theta = model.validate(model.default_theta() if theta0 is None else theta0, rng=rng.spawn(1)[0])
-    return METHODS[method](
+    return runner(
         model, theta, rng=rng, max_iter=max_iter, tol=tol, callback=callback, progress=progress, **options
     )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from . import constraints as C
-from ._validation import check_data, describe_array
+from ._validation import check_data, describe_array, with_context
 
 __all__ = ["Model", "Discrete", "Continuous", "LatentSpec"]
 
@@ -331,7 +331,7 @@ class Model:
         return out
 
     def log_abs_det_jacobian(self, u) -> float:
-        """log |d theta / d u| of :meth:`from_unconstrained` at ``u``."""
+        """The log absolute Jacobian determinant of :meth:`from_unconstrained` at ``u``."""
         u = np.asarray(u, dtype=float)
         total = 0.0
         for n in self.param_names:
@@ -391,9 +391,10 @@ class Model:
         try:
             out = self.log_joint_fn(theta, z, self.data)
         except Exception as exc:  # re-raised with the context a user needs
-            raise type(exc)(
+            raise with_context(
+                exc,
                 f"log_joint raised {type(exc).__name__} when called with {name} and latents of "
-                f"batch shape {batch}: {exc}"
+                f"batch shape {batch}",
             ) from exc
         arr = np.asarray(out)
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -412,6 +413,13 @@ class Model:
             )
         if np.any(np.isnan(arr)):
             raise ValueError(f"log_joint returned NaN at {name} and the initial latents")
+        if np.any(np.isposinf(arr)):
+            raise ValueError(f"log_joint returned +inf at {name} and the initial latents")
+        if np.all(np.isneginf(arr)):
+            raise ValueError(
+                f"log_joint is -inf at {name} and the initial latents: the starting point has zero "
+                "density (check theta0 and the latents' init values)"
+            )
         self._per_unit = arr.shape == batch + (self.n_units,) if self.n_units is not None else False
         return theta
 

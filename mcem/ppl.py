@@ -34,7 +34,7 @@ import numpy as np
 from scipy import sparse
 
 from . import constraints as C
-from ._validation import check_data
+from ._validation import check_data, with_context
 from .model import Continuous, Discrete, Model
 
 __all__ = ["model", "ModelBuilder"]
@@ -192,9 +192,9 @@ def _compile(fn, data):
     except (TypeError, ValueError) as exc:
         if str(exc).startswith(("param ", "latent ", "observe ")):
             raise  # our own declaration errors already say what is wrong
-        raise type(exc)(f"model {name!r} raised {type(exc).__name__} when run on its data: {exc}") from exc
+        raise with_context(exc, f"model {name!r} raised {type(exc).__name__} when run on its data") from exc
     except (IndexError, KeyError, ArithmeticError) as exc:
-        raise type(exc)(f"model {name!r} raised {type(exc).__name__} when run on its data: {exc}") from exc
+        raise with_context(exc, f"model {name!r} raised {type(exc).__name__} when run on its data") from exc
     params = {s.name: s.constraint for s in trace.sites.values() if s.kind == "param"}
     init = {s.name: s.init for s in trace.sites.values() if s.kind == "param"}
     lat_sites = {s.name: s for s in trace.sites.values() if s.kind == "latent"}

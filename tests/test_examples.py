@@ -28,3 +28,10 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
     assert results["em"].converged
     np.testing.assert_allclose(np.sort(results["em"].params["weights"]), [0.3559, 0.6441], atol=1e-3)
     assert fig.axes[0].get_xlabel() == "iteration"
+    assert [ln.get_label() for ln in fig.axes[1].get_lines()] == ["em", "mcem", "saem"]
+    # the Monte Carlo fits land on the exact-EM optimum (Monte Carlo error in the third decimal)
+    for name in ("mcem", "saem"):
+        assert "\n  " + name in text or name in text
+        assert results[name].loglik == pytest.approx(results["em"].loglik, abs=0.05)
+        np.testing.assert_allclose(results[name].params["means"], results["em"].params["means"], atol=0.05)
+        assert results[name].total_draws > 0

@@ -95,6 +95,23 @@ def test_log_joint_contract_errors():
     with pytest.raises(TypeError, match="log_joint must return a float array"):
         mcem.fit(with_fn(lambda th, z, d: np.array(["a", "b"])), theta)
 
+    with pytest.raises(ValueError, match="log_joint is -inf at theta0"):
+        mcem.fit(with_fn(lambda th, z, d: np.full(z["u"].shape, -np.inf)), theta)
+    with pytest.raises(ValueError, match=r"log_joint returned \+inf"):
+        mcem.fit(with_fn(lambda th, z, d: np.full(z["u"].shape, np.inf)), theta)
+    with pytest.raises(TypeError, match=r"fit: method='em' got unknown option\(s\) \['foo'\]"):
+        mcem.fit(gaussian_mixture(np.arange(10.0)[:, None], 2), foo=1)
+
+    class Odd(Exception):
+        def __init__(self, a, b):
+            super().__init__(a, b)
+
+    def odd(th, z, d):
+        raise Odd(1, 2)
+
+    with pytest.raises(Odd):  # an exception that cannot take a message passes through unchanged
+        mcem.fit(with_fn(odd), theta)
+
     def boom(th, z, d):
         raise KeyError("sigma")
 

@@ -154,7 +154,8 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
     reg_covar : float
         Added to the diagonal of every covariance in the M step.
     init : dict, optional
-        Initial parameters (``weights``, ``means``, ``covariances``).
+        Initial parameters (``weights``, ``means``, ``covariances``); default: the k-means++
+        start of :func:`initial_params` with seed 0 (equal components would be a saddle point).
     """
     X = _check_X(X)
     K = check_positive_int(n_components, "n_components")
@@ -163,6 +164,8 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
     if X.shape[0] < K:
         raise ValueError(f"X must have at least n_components={K} samples, got {X.shape[0]}")
     N, d = X.shape
+    if init is None:
+        init = initial_params(X, K, covariance_type, reg_covar, rng=0)
     shift = X.mean(axis=0)
     data = {
         "X": X,
@@ -277,9 +280,22 @@ class GaussianMixture:
 
     Attributes
     ----------
-    weights_, means_, covariances_ : arrays of the fitted parameters
-    converged_, n_iter_, lower_bound_ (the final log-likelihood), result_ (the FitResult),
-    model_ (the Model)
+    weights_ : ndarray (K,)
+        Fitted mixture weights.
+    means_ : ndarray (K, d)
+        Fitted component means.
+    covariances_ : ndarray
+        Fitted covariances, shaped by ``covariance_type``.
+    converged_ : bool
+        Whether the fit met its convergence rule.
+    n_iter_ : int
+        Number of iterations.
+    lower_bound_ : float
+        The exact log-likelihood at the fitted parameters.
+    result_ : FitResult
+        The full result of :func:`mcem.fit`.
+    model_ : Model
+        The model that was fitted.
     """
 
     def __init__(

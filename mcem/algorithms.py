@@ -1,0 +1,418 @@
+"""Monte Carlo EM, SAEM and generalized EM loops (registered as methods of :func:`mcem.fit`)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from . import mstep as M
+from ._validation import check_choice, check_positive_float, check_positive_int
+from .exceptions import ConvergenceWarning, MonteCarloWarning
+from .schedules import Ascent, make_schedule, saem_gain
+
+__all__ = ["run_mcem", "run_saem", "run_gem"]
+
+
+def _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options):
+    from .estep import EStep
+
+    return EStep(
+        model,
+        sampler,
+        n_chains=check_positive_int(n_chains, "n_chains"),
+        burn=check_positive_int(burn, "burn", minimum=0),
+        warm_burn=check_positive_int(warm_burn, "warm_burn", minimum=0),
+        thin=check_positive_int(thin, "thin"),
+        sampler_options=sampler_options,
+    )
+
+
+def _concat(a, b):
+    return {k: np.concatenate([a[k], b[k]], axis=1) for k in a}
+
+
+def _choose_mstep(model, mstep):
+    check_choice(mstep, "mstep", {"auto", "closed_form", "numerical"})
+    has_cf = model.sufficient_stats_fn is not None and model.mstep_fn is not None
+    if mstep == "closed_form" and not has_cf:
+        raise ValueError(
+            "mstep='closed_form' needs a model with sufficient_stats and mstep; "
+            f"model {model.name!r} lacks them. Use mstep='numerical'."
+        )
+    return "closed_form" if (mstep == "auto" and has_cf) or mstep == "closed_form" else "numerical"
+
+
+def _mstep_on_draws(model, kind, theta, draws, optimizer_options):
+    if kind == "closed_form":
+        new, _ = M.closed_form(model, draws)
+        try:
+            new = model.check_theta(new, "M step result")
+        except ValueError as exc:
+            return theta, M.MStepInfo(False, 0, 0, str(exc))
+        return new, M.MStepInfo(True, 1, 1, "closed form")
+    return M.numerical(model, theta, draws, options=optimizer_options)
+
+
+def _diag_values(diag):
+    """Scalar E-step diagnostics for the history row."""
+    out = {}
+    for k, v in (diag or {}).items():
+        if isinstance(v, bool | np.bool_):
+            out[k] = bool(v)
+        elif isinstance(v, int | float | np.integer | np.floating):
+            out[k] = float(v)
+        elif isinstance(v, dict):
+            for kk, vv in v.items():
+                if isinstance(vv, int | float | np.integer | np.floating | bool | np.bool_):
+                    out[f"{k}.{kk}"] = float(vv)
+    return out
+
+
+def _track(model, theta, track_loglik):
+    if track_loglik and model.loglik_fn is not None:
+        return model.exact_loglik(theta)
+    return np.nan
+
+
+def run_mcem(
+    model,
+    theta,
+    *,
+    rng,
+    max_iter,
+    tol,
+    callback,
+    progress,
+    sampler="auto",
+    n_chains=4,
+    burn=200,
+    warm_burn=20,
+    thin=1,
+    sampler_options=None,
+    m_init=None,
+    m_max=20_000,
+    schedule="ascent",
+    mstep="auto",
+    optimizer_options=None,
+    stop="ascent",
+    n_consecutive=3,
+    gamma=0.25,
+    track_loglik=True,
+):
+    """Monte Carlo EM with the ascent-based sample size and stopping rules (Caffo et al. 2005).
+
+    ``m`` counts the draws kept in all (summed over chains). ``stop="ascent"`` ends the run when
+    the upper confidence bound of delta-Q is below ``tol`` ``n_consecutive`` times in a row;
+    ``stop="relative"`` when the largest relative parameter change is below ``tol`` as often.
+    """
+    from .fit import _Loop
+
+    max_iter = 200 if max_iter is None else max_iter
+    tol = 1e-3 if tol is None else tol
+    n_chains = check_positive_int(n_chains, "n_chains")
+    m_init = check_positive_int(m_init if m_init is not None else 10 * n_chains, "m_init")
+    m_max = check_positive_int(m_max, "m_max")
+    check_choice(stop, "stop", {"ascent", "relative"})
+    n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
+    gamma = check_positive_float(gamma, "gamma")
+    sched = make_schedule(schedule, m_init, m_max)
+    kind = _choose_mstep(model, mstep)
+    es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
+    settings = dict(method="mcem", max_iter=max_iter, tol=tol, n_chains=n_chains, m_init=m_init,
+                    m_max=m_max, schedule=sched.name, mstep=kind, stop=stop,
+                    n_consecutive=n_consecutive, burn=burn, warm_burn=warm_burn, thin=thin)
+    loop = _Loop(model, "mcem", max_iter, callback, progress, settings)
+    z_gamma = float(norm.ppf(1 - gamma))
+    rng_init, rng = rng.spawn(2)
+    state = es.init(theta, rng_init)
+    loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
+    m = sched.first()
+    hits, swamped, total_draws = 0, 0, 0
+    stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
+    for t in range(1, max_iter + 1):
+        per_chain = max(1, math.ceil(m / n_chains))
+        res = es.run(theta, state, per_chain, rng)
+        draws, state, diag = res.draws, res.state, res.diagnostics
+        appended = 0
+        while True:
+            new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options)
+            dq, se, _ = M.delta_q(model, new, theta, draws)
+            n_kept = per_chain * n_chains
+            lower = dq - (sched.z_alpha if isinstance(sched, Ascent) else z_gamma) * se
+            if not isinstance(sched, Ascent) or lower > 0 or n_kept >= m_max:
+                break
+            extra = max(1, math.ceil(sched.append_size(n_kept) / n_chains))
+            extra = min(extra, max(1, math.ceil((m_max - n_kept) / n_chains)))
+            more = es.run(theta, state, extra, rng, burn=0)
+            draws, state = _concat(draws, more.draws), more.state
+            per_chain += extra
+            appended += 1
+        n_kept = per_chain * n_chains
+        total_draws += n_kept
+        swamped_now = lower <= 0
+        swamped = swamped + 1 if swamped_now else 0
+        upper = dq + z_gamma * se
+        old = theta
+        theta = new
+        row = dict(
+            loglik=_track(model, theta, track_loglik), m=n_kept, delta_q=dq, mcse=se,
+            lower=lower, upper=upper, appended=appended, mstep_success=info.success,
+            mc_error_dominates=swamped_now,
+        )
+        row.update(_diag_values(diag))
+        stop_cb = loop.record(t, theta, **row)
+        if stop == "ascent":
+            ok = upper < tol and dq >= -z_gamma * se
+        else:
+            u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
+            ok = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
+        hits = hits + 1 if ok else 0
+        if hits >= n_consecutive:
+            stopped_by, converged = "tol", True
+            message = (
+                f"converged: the upper {1 - gamma:.0%} bound of delta-Q was below tol={tol:g} "
+                f"{n_consecutive} times in a row" if stop == "ascent" else
+                f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row"
+            )
+            break
+        if stop_cb:
+            stopped_by, message = "callback", "stopped by the callback"
+            break
+        m = sched.next(t, n_kept, {"delta_q": dq, "mcse": se})
+    recent_se = loop.history["mcse"][-3:]
+    noisy = bool(np.all(z_gamma * recent_se >= tol)) if recent_se.size else False
+    if stopped_by == "max_iter" and (swamped or noisy):
+        why = (f"the lower bound of delta-Q was not above zero in the last {swamped} iteration(s)"
+               if swamped else f"its standard error alone kept the upper bound of delta-Q above tol={tol:g}")
+        message += f"; the Monte Carlo error dominates: {why} (increase m_max or the sample size)"
+        warnings.warn("mcem: " + message, MonteCarloWarning, stacklevel=3)
+    return loop.finish(
+        theta, converged=converged, stopped_by=stopped_by, message=message,
+        loglik=model.exact_loglik(theta), total_draws=total_draws, draws=draws,
+    )
+
+
+def run_saem(
+    model,
+    theta,
+    *,
+    rng,
+    max_iter,
+    tol,
+    callback,
+    progress,
+    sampler="auto",
+    n_chains=4,
+    burn=200,
+    warm_burn=5,
+    thin=1,
+    sampler_options=None,
+    draws_per_chain=1,
+    burn_iter=None,
+    gain_exponent=0.7,
+    average=False,
+    mstep="auto",
+    optimizer_options=None,
+    memory_tol=1e-3,
+    n_consecutive=5,
+    track_loglik=True,
+):
+    """SAEM (Delyon, Lavielle & Moulines 1999).
+
+    With sufficient statistics: ``s_k = s_{k-1} + gamma_k (S(z_k) - s_{k-1})`` and
+    ``theta_k = mstep(s_k)``. Otherwise Q is approximated by a weighted memory of past draws
+    (weights below ``memory_tol`` are dropped) and maximised numerically. The gain is 1 for
+    ``burn_iter`` iterations, then ``(k - burn_iter)^-gain_exponent``. ``average=True`` returns
+    the Polyak-Ruppert average of the iterates after burn-in. The run stops when the relative
+    parameter change stays below ``tol`` ``n_consecutive`` times after burn-in, or at max_iter.
+    """
+    from .fit import _Loop
+
+    max_iter = 300 if max_iter is None else max_iter
+    tol = 1e-3 if tol is None else tol
+    burn_iter = max_iter // 3 if burn_iter is None else check_positive_int(burn_iter, "burn_iter", minimum=0)
+    draws_per_chain = check_positive_int(draws_per_chain, "draws_per_chain")
+    n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
+    saem_gain(burn_iter + 1, burn_iter, gain_exponent)  # validates the exponent
+    kind = _choose_mstep(model, mstep)
+    es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
+    settings = dict(method="saem", max_iter=max_iter, tol=tol, n_chains=n_chains,
+                    draws_per_chain=draws_per_chain, burn_iter=burn_iter,
+                    gain_exponent=gain_exponent, average=average, mstep=kind)
+    loop = _Loop(model, "saem", max_iter, callback, progress, settings)
+    rng_init, rng = rng.spawn(2)
+    state = es.init(theta, rng_init)
+    loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
+    s = None
+    memory = []  # (weight, draws) for the numerical path
+    avg, n_avg, hits, total_draws = None, 0, 0, 0
+    stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
+    for k in range(1, max_iter + 1):
+        res = es.run(theta, state, draws_per_chain, rng)
+        draws, state = res.draws, res.state
+        total_draws += draws_per_chain * es.n_chains
+        g = saem_gain(k, burn_iter, gain_exponent)
+        old = theta
+        if kind == "closed_form":
+            flat = {n: v.reshape((-1,) + v.shape[2:]) for n, v in draws.items()}
+            S = model.sufficient_stats_fn(flat, model.data)
+            s = S if s is None else {n: s[n] + g * (np.asarray(S[n]) - s[n]) for n in s}
+            s = {n: np.asarray(v, dtype=float) for n, v in s.items()}
+            try:
+                theta = model.check_theta(model.mstep_fn(s, model.data), "M step result")
+                ok_m = True
+            except ValueError:
+                ok_m = False
+        else:
+            memory = [(w * (1 - g), d) for w, d in memory if w * (1 - g) >= memory_tol] + [(g, draws)]
+            wsum = sum(w for w, _ in memory)
+
+            def q(th, memory=memory, wsum=wsum):
+                return sum(w * M.q_hat(model, th, d) for w, d in memory) / wsum
+
+            u0 = model.to_unconstrained(theta)
+            from scipy import optimize
+
+            def f(u):
+                with np.errstate(all="ignore"):
+                    v = -q(model.from_unconstrained(u))
+                return v if np.isfinite(v) else np.inf
+
+            r = optimize.minimize(f, u0, method="L-BFGS-B", options=dict(optimizer_options or {}))
+            theta, ok_m = model.from_unconstrained(r.x), bool(r.success)
+        if k > burn_iter:
+            n_avg += 1
+            avg = {n: v.copy() for n, v in theta.items()} if avg is None else {
+                n: avg[n] + (theta[n] - avg[n]) / n_avg for n in theta}
+        row = dict(loglik=_track(model, theta, track_loglik), m=draws_per_chain * es.n_chains,
+                   gain=g, mstep_success=ok_m, memory=len(memory))
+        row.update(_diag_values(res.diagnostics))
+        stop_cb = loop.record(k, theta, **row)
+        if k > burn_iter:
+            u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
+            small = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
+            hits = hits + 1 if small else 0
+            if hits >= n_consecutive:
+                stopped_by, converged = "tol", True
+                message = f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row after burn-in"
+                break
+        if stop_cb:
+            stopped_by, message = "callback", "stopped by the callback"
+            break
+    final = avg if (average and avg is not None) else theta
+    return loop.finish(final, converged=converged, stopped_by=stopped_by, message=message,
+                       loglik=model.exact_loglik(final), total_draws=total_draws)
+
+
+def _enumerated_q(model, theta_t):
+    """Exact Q for a model whose only latent is Discrete with a unit axis and per-unit terms.
+
+    Returns ``(q, loglik)``: ``q(theta) = sum_n sum_k r_nk log p(x_n, z_n = k; theta)`` with
+    responsibilities r at ``theta_t``, and the exact log-likelihood at ``theta_t``.
+    """
+    (name,) = model.latent_names
+    spec = model.latents[name]
+    K, N = spec.K, spec.shape[0]
+    states = {name: np.broadcast_to(np.arange(K)[:, None], (K, N))}
+    lp = np.asarray(model.log_joint(theta_t, states))  # (K, N)
+    lse = logsumexp(lp, axis=0)
+    R = np.exp(lp - lse)
+
+    def q(theta):
+        return float(np.sum(R * np.asarray(model.log_joint(theta, states))))
+
+    return q, float(lse.sum())
+
+
+def run_gem(
+    model,
+    theta,
+    *,
+    rng,
+    max_iter,
+    tol,
+    callback,
+    progress,
+    n_steps=1,
+    step_size=0.1,
+    estep="auto",
+    sampler="auto",
+    n_chains=4,
+    burn=200,
+    warm_burn=20,
+    thin=1,
+    sampler_options=None,
+    m=200,
+    n_consecutive=3,
+):
+    """Generalized EM: the M step takes ``n_steps`` gradient-ascent steps on Q (with backtracking,
+    so Q never decreases). The E step is exact by enumeration when the model's only latent is a
+    discrete unit latent with per-unit terms (``estep="exact"``), Monte Carlo draws otherwise."""
+    from .fit import _Loop
+
+    max_iter = 500 if max_iter is None else max_iter
+    tol = 1e-8 if tol is None else tol
+    n_steps = check_positive_int(n_steps, "n_steps")
+    step_size = check_positive_float(step_size, "step_size")
+    check_choice(estep, "estep", {"auto", "exact", "mc"})
+    enumerable = (
+        len(model.latents) == 1
+        and model.latents[model.latent_names[0]].is_discrete
+        and model.latents[model.latent_names[0]].unit
+        and model.per_unit
+    )
+    if estep == "exact" and not enumerable:
+        raise ValueError(
+            "estep='exact' needs a model whose only latent is Discrete(..., unit=True) with per-unit "
+            f"log-joint terms; model {model.name!r} is not. Use estep='mc'."
+        )
+    exact = enumerable and estep != "mc"
+    loop = _Loop(model, "gem", max_iter, callback, progress,
+                 dict(method="gem", max_iter=max_iter, tol=tol, n_steps=n_steps, step_size=step_size,
+                      estep="exact" if exact else "mc", m=None if exact else m))
+    if exact:
+        q, ll = _enumerated_q(model, theta)
+    else:
+        es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
+        rng_init, rng = rng.spawn(2)
+        state = es.init(theta, rng_init)
+        per_chain = max(1, math.ceil(check_positive_int(m, "m") / es.n_chains))
+        ll = _track(model, theta, True)
+    loop.record(0, theta, loglik=ll)
+    stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
+    hits = 0
+    for t in range(1, max_iter + 1):
+        if not exact:
+            res = es.run(theta, state, per_chain, rng)
+            draws, state = res.draws, res.state
+
+            def q(th, draws=draws):
+                return M.q_hat(model, th, draws)
+
+        new, info = M.gradient_ascent(model, theta, q, n_steps=n_steps, step_size=step_size)
+        old = theta
+        if exact:
+            q, new_ll = _enumerated_q(model, new)
+            change = new_ll - ll
+            ok = abs(change) <= tol * max(1.0, abs(new_ll))
+        else:
+            new_ll = _track(model, new, True)
+            u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(new)
+            hits = hits + 1 if np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol else 0
+            ok = hits >= n_consecutive
+        theta, ll = new, new_ll
+        stop_cb = loop.record(t, theta, loglik=ll, q_evals=info.nfev)
+        if ok:
+            stopped_by, converged = "tol", True
+            message = (f"converged: log-likelihood change {change:.3g} within tol={tol:g} (relative)" if exact
+                       else f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row")
+            break
+        if stop_cb:
+            stopped_by, message = "callback", "stopped by the callback"
+            break
+    return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message,
+                       loglik=ll if exact else model.exact_loglik(theta))

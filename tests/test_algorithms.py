@@ -1,0 +1,190 @@
+"""MCEM, SAEM and generalized EM against their oracles."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+from scipy.special import expit, gammaln, logsumexp
+
+import mcem
+from mcem import constraints as C
+from mcem import dist
+from mcem.models import gaussian_mixture
+from mcem.models.gaussian_mixture import initial_params
+from mcem.mstep import mcse_of_mean
+
+# ---------------------------------------------------------------- genetic linkage (DLR 1977)
+COUNTS = np.array([125, 18, 20, 34])
+THETA_HAT = (15 + np.sqrt(15**2 + 4 * 197 * 68)) / (2 * 197)  # root of 197 t^2 - 15 t - 68
+
+
+def linkage_model():
+    """Split the first cell 125 = x1 + x2, x2 | theta ~ Binomial(125, (t/4) / (1/2 + t/4))."""
+    y1, y2, y3, y4 = COUNTS
+
+    def log_joint(theta, z, data):
+        t = theta["t"]
+        x2 = z["x2"]
+        return (x2 * np.log(t / 4) + (y1 - x2) * np.log(0.5) - gammaln(x2 + 1) - gammaln(y1 - x2 + 1)
+                + (y2 + y3) * np.log((1 - t) / 4) + y4 * np.log(t / 4))
+
+    def sufficient_stats(z, data):
+        return {"x2": np.mean(z["x2"])}
+
+    def mstep(stats, data):
+        return {"t": (stats["x2"] + y4) / (stats["x2"] + y4 + y2 + y3)}
+
+    def loglik(theta, data):
+        t = theta["t"]
+        p = np.array([0.5 + t / 4, (1 - t) / 4, (1 - t) / 4, t / 4])
+        return float(np.sum(COUNTS * np.log(p)))
+
+    return mcem.Model(log_joint, params={"t": C.unit_interval},
+                      latents={"x2": mcem.Discrete(y1 + 1)}, sufficient_stats=sufficient_stats,
+                      mstep=mstep, loglik=loglik, init={"t": 0.2}, name="linkage")
+
+
+def test_mcem_reaches_the_linkage_mle():
+    res = mcem.fit(linkage_model(), method="mcem", rng=3, tol=1e-3)
+    assert res.converged, res.message
+    x2 = res.draws["x2"].astype(float)
+    xbar = x2.mean()
+    # delta method: t = (x + 34) / (x + 72), dt/dx = 38 / (x + 72)^2
+    se_t = 38 / (xbar + 72) ** 2 * mcse_of_mean(x2)
+    assert abs(res.params["t"] - THETA_HAT) < 4 * se_t + 2e-3, (res.params["t"], THETA_HAT, se_t)
+    assert res.history["m"][-1] >= res.history["m"][1]
+
+
+# ---------------------------------------------------------------- Gaussian mixture
+def mixture(seed=0, N=300):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal([0, 0], 1.0, (N // 2, 2)), rng.normal([3.5, 2.5], 0.8, (N - N // 2, 2))])
+    return X
+
+
+def _batch_se(model, draws, n_batches=10):
+    """MC standard error of the closed-form M step: spread of M steps on batches of draws."""
+    n = draws["label"].shape[1]
+    size = n // n_batches
+    thetas = []
+    for b in range(n_batches):
+        part = {"label": draws["label"][:, b * size:(b + 1) * size]}
+        flat = {"label": part["label"].reshape(-1, part["label"].shape[-1])}
+        thetas.append(model.mstep_fn(model.sufficient_stats_fn(flat, model.data), model.data))
+    return {k: np.std([t[k] for t in thetas], axis=0, ddof=1) / np.sqrt(n_batches) for k in thetas[0]}
+
+
+def test_mcem_reaches_the_exact_em_fixed_point_on_the_mixture():
+    X = mixture()
+    model = gaussian_mixture(X, 2)
+    th0 = initial_params(X, 2, rng=0)
+    em = mcem.fit(model, th0, method="em", tol=1e-13, max_iter=2000)
+    res = mcem.fit(model, th0, method="mcem", sampler="gibbs", rng=1, tol=1e-3, m_max=4000)
+    assert res.converged, res.message
+    se = _batch_se(model, res.draws)
+    for k in ("weights", "means"):
+        err = np.abs(res.params[k] - em.params[k])
+        assert np.all(err < 5 * se[k] + 2e-3), (k, err, se[k])
+    assert res.loglik == pytest.approx(em.loglik, abs=0.05)
+    assert res.total_draws > 0 and "delta_q" in res.history.columns
+
+
+def test_saem_reaches_the_exact_em_fixed_point_on_the_mixture():
+    X = mixture(1)
+    model = gaussian_mixture(X, 2)
+    th0 = initial_params(X, 2, rng=1)
+    em = mcem.fit(model, th0, method="em", tol=1e-13, max_iter=2000)
+    res = mcem.fit(model, th0, method="saem", sampler="gibbs", rng=2, max_iter=400, burn_iter=50,
+                   average=True, tol=1e-12)
+    # SAEM's error after n averaged iterations with one draw per chain behaves like an MCEM
+    # estimate from that many draws: bound it by the spread of the last iterates.
+    path = res.history.params("means")[-100:]
+    se = path.std(axis=0) / np.sqrt(10)  # 100 autocorrelated iterates ~ 10 effective
+    err = np.abs(res.params["means"] - em.params["means"])
+    assert np.all(err < 5 * se + 5e-3), (err, se)
+
+
+def test_gem_with_small_steps_never_decreases_the_loglik():
+    X = mixture(2, N=200)
+    model = gaussian_mixture(X, 2)
+    th0 = initial_params(X, 2, rng=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mcem.ConvergenceWarning)
+        res = mcem.fit(model, th0, method="gem", step_size=0.01, n_steps=2, max_iter=40)
+    ll = res.history["loglik"]
+    assert np.all(np.diff(ll) >= -1e-10 * np.abs(ll[:-1]))
+    assert ll[-1] > ll[0] + 1.0
+    # the enumerated Q gives the exact log-likelihood
+    assert ll[-1] == pytest.approx(model.exact_loglik(res.params), rel=1e-12)
+
+
+def test_fixed_small_sample_size_says_monte_carlo_error_dominates():
+    with pytest.warns(mcem.MonteCarloWarning, match="Monte Carlo error dominates"):
+        res = mcem.fit(linkage_model(), method="mcem", schedule="fixed", m_init=4, n_chains=2,
+                       max_iter=25, tol=1e-6, rng=0)
+    assert not res.converged and "Monte Carlo error dominates" in res.message
+    assert np.all(res.history["m"][1:] == 4)
+
+
+def test_ascent_schedule_grows_m_near_the_mle():
+    res = mcem.fit(linkage_model(), method="mcem", rng=5, tol=5e-4, m_init=8, n_chains=2)
+    m = res.history["m"][1:]
+    assert res.converged
+    assert m[-1] > 4 * m[0]
+
+
+# ---------------------------------------------------------------- random-intercept logistic GLMM
+@mcem.model
+def logit_ri(m, X, y, group, n_groups):
+    beta = m.param("beta", shape=X.shape[1], init=0.0)
+    sigma = m.param("sigma", constraint=C.positive, init=1.0)
+    u = m.latent("u", dist.Normal(0.0, sigma), shape=n_groups, unit=True)
+    m.observe("y", dist.Bernoulli(logits=X @ beta + u[..., group]), y, unit_index=group)
+
+
+def quadrature_mle(X, y, group, G, n_nodes=60):
+    """MLE by Gauss-Hermite quadrature of each group's one-dimensional integral."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_nodes)  # weight exp(-x^2 / 2)
+    lw = np.log(weights / np.sqrt(2 * np.pi))
+
+    def nll(v):
+        beta, sigma = v[:-1], np.exp(v[-1])
+        eta = (X @ beta)[:, None] + sigma * nodes[None, :]
+        ll_obs = y[:, None] * eta - np.logaddexp(0, eta)  # (n_obs, nodes)
+        per_group = np.zeros((G, n_nodes))
+        np.add.at(per_group, group, ll_obs)
+        return -logsumexp(per_group + lw, axis=1).sum()
+
+    r = optimize.minimize(nll, np.zeros(X.shape[1] + 1), method="BFGS")
+    return r.x, r
+
+
+def test_mcem_matches_quadrature_on_random_intercept_logit():
+    rng = np.random.default_rng(7)
+    G, n = 40, 8
+    group = np.repeat(np.arange(G), n)
+    X = np.column_stack([np.ones(G * n), rng.normal(size=G * n)])
+    u = rng.normal(scale=1.0, size=G)
+    y = (rng.random(G * n) < expit(X @ np.array([-0.5, 1.0]) + u[group])).astype(int)
+    v_hat, r = quadrature_mle(X, y, group, G)
+    se_mle = np.sqrt(np.diag(r.hess_inv))
+    model = logit_ri(X=X, y=y, group=group, n_groups=G)
+    res = mcem.fit(model, method="mcem", rng=11, tol=2e-3, m_max=2000)
+    est = np.r_[res.params["beta"], np.log(res.params["sigma"])]
+    # the Monte Carlo error must be small next to the statistical error of the MLE
+    assert np.all(np.abs(est - v_hat) < 0.25 * se_mle), (est, v_hat, se_mle)
+
+
+def test_ascent_rule_next_sample_size_formula():
+    from scipy.stats import norm
+
+    from mcem.schedules import Ascent
+
+    s = Ascent(10, m_max=10**6, alpha=0.25, beta=0.1)
+    m, dq, se = 200, 0.05, 0.02
+    want = se**2 * m * (norm.ppf(0.75) + norm.ppf(0.9)) ** 2 / dq**2
+    assert s.next(1, m, {"delta_q": dq, "mcse": se}) == max(m, int(np.ceil(want)))
+    assert s.next(1, m, {"delta_q": 1e-4, "mcse": 0.02}) > 10_000
+    assert Ascent(10, m_max=500).next(1, m, {"delta_q": 1e-4, "mcse": 0.02}) == 500
+    assert s.append_size(90) == 30

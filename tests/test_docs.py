@@ -1,0 +1,125 @@
+"""The documentation works: its code examples run, and Sphinx builds it without a warning.
+
+* Every fenced ``python`` block of ``README.md`` and ``docs/*.md`` is executed, in order, one
+  namespace per file (the blocks of a page share state, as a reader running them would), in a
+  temporary working directory so that files written by examples land there. A block whose info
+  string is not plain ``python`` (``python no-run``, ``text``, ``bash``, ...) is skipped.
+* The Sphinx build runs with ``-W`` (warnings are errors), as CI does.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+DOC_FILES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+# An opening fence of three or more backticks or tildes with its info string, the body, and a
+# closing fence of the same character at least as long (CommonMark). Fences may be indented by up
+# to three spaces; the indentation is removed from the body.
+_FENCE = re.compile(
+    r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n"
+    r"(?P<body>.*?)"
+    r"^ {0,3}(?P=fence)(?P<more>`*|~*)[ \t]*$",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number, source) of every fenced block whose info string is exactly ``python``."""
+    blocks = []
+    for m in _FENCE.finditer(text):
+        info = m.group("info").strip().split()
+        if info != ["python"] and info != ["py"] and info != ["{code-block}", "python"]:
+            continue
+        indent = len(m.group("indent"))
+        body = "".join(
+            line[min(indent, len(line) - len(line.lstrip(" "))) :]
+            for line in m.group("body").splitlines(keepends=True)
+        )
+        line_no = text.count("\n", 0, m.start()) + 2
+        blocks.append((line_no, body))
+    return blocks
+
+
+def test_block_extraction():
+    text = (
+        "intro\n"
+        "```python\nx = 1\n```\n"
+        "```python no-run\nraise SystemExit\n```\n"
+        "````markdown\n```python\nnested = 1\n```\n````\n"
+        "```text\nnot code\n```\n"
+        "```bash\npip install mcem\n```\n"
+        "  ```python\n  y = x + 1\n  ```\n"
+    )
+    blocks = python_blocks(text)
+    assert [b for _, b in blocks] == ["x = 1\n", "y = x + 1\n"]
+    assert blocks[0][0] == 3
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_blocks_run(path, tmp_path, monkeypatch):
+    if not path.exists():
+        pytest.skip(f"{path.name} does not exist yet")
+    blocks = python_blocks(path.read_text(encoding="utf-8"))
+    if not blocks:
+        pytest.skip(f"{path.name} has no python code block")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    namespace = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
+    rel = path.relative_to(ROOT)
+    for line_no, source in blocks:
+        code = compile(source, f"{rel}:{line_no}", "exec")
+        try:
+            exec(code, namespace)
+        except Exception as exc:
+            raise AssertionError(
+                f"the python block at {rel}, line {line_no}, failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    try:  # examples that draw figures must not leave them open
+        import matplotlib.pyplot as plt
+    except ImportError:
+        pass
+    else:
+        plt.close("all")
+
+
+def test_sphinx_build(tmp_path):
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    out = tmp_path / "html"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(DOCS),
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, (
+        f"sphinx-build -W failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr}"
+    )
+    for page in ("index", "getting-started", "theory", "api", "errors"):
+        assert (out / f"{page}.html").is_file(), f"{page}.html was not built"
+    assert seconds < 60, f"the documentation build took {seconds:.0f} s"
