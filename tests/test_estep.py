@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-from arviz_stats.base import array_stats
 from scipy import stats
 from scipy.special import gammaln, logsumexp
 
@@ -20,15 +19,8 @@ from mcem.kernels import MALA, RWM, Compose, Emcee, Exact, Gibbs
 from mcem.models import gaussian_mixture
 
 
-def mcse(x):
-    return np.asarray(array_stats.mcse(np.asarray(x, float), chain_axis=0, draw_axis=1, method="mean"))
+from _mc import assert_mean, mcse
 
-
-def assert_mean(x, truth, floor=0.005, k=4.0):
-    x = np.asarray(x, float)
-    est = x.mean(axis=(0, 1))
-    se = mcse(x)
-    assert np.all(np.abs(est - truth) < k * se + floor), (est, truth, se)
 
 
 def assert_var_ratio(x, var, floor=0.02):

@@ -8,7 +8,6 @@ import itertools
 
 import numpy as np
 import pytest
-from arviz_stats.base import array_stats
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -16,17 +15,8 @@ from mcem import constraints as C
 from mcem.kernels import MALA, RWM, Emcee, Gibbs, Target, categorical_from_logits
 
 
-def mcse(x):
-    """MCSE of the mean over (chain, draw) of an array (chain, draw, ...)."""
-    return np.asarray(array_stats.mcse(np.asarray(x, float), chain_axis=0, draw_axis=1, method="mean"))
+from _mc import assert_mean, mcse
 
-
-def assert_mean(x, truth, floor=0.005, k=4.0):
-    x = np.asarray(x, float)
-    est = x.mean(axis=(0, 1))
-    se = mcse(x)
-    err = np.abs(est - truth)
-    assert np.all(err < k * se + floor), (est, truth, se)
 
 
 def run(kernel, z0, ld, n_steps, rng, burn=0):
