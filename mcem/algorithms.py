@@ -17,18 +17,11 @@ from .schedules import Ascent, make_schedule, saem_gain
 __all__ = ["run_mcem", "run_saem", "run_gem"]
 
 
-def _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options):
+def _estep(model, sampler, estep_options, **defaults):
+    """The MCMC E step; ``estep_options`` are :class:`mcem.EStep` keywords (n_chains, burn, ...)."""
     from .estep import EStep
 
-    return EStep(
-        model,
-        sampler,
-        n_chains=check_positive_int(n_chains, "n_chains"),
-        burn=check_positive_int(burn, "burn", minimum=0),
-        warm_burn=check_positive_int(warm_burn, "warm_burn", minimum=0),
-        thin=check_positive_int(thin, "thin"),
-        sampler_options=sampler_options,
-    )
+    return EStep(model, sampler, **{**defaults, **estep_options})
 
 
 def _concat(a, b):
@@ -88,11 +81,6 @@ def run_mcem(
     callback,
     progress,
     sampler="auto",
-    n_chains=4,
-    burn=200,
-    warm_burn=20,
-    thin=1,
-    sampler_options=None,
     m_init=None,
     m_max=20_000,
     schedule="ascent",
@@ -102,18 +90,22 @@ def run_mcem(
     n_consecutive=3,
     gamma=0.25,
     track_loglik=True,
+    **estep_options,
 ):
     """Monte Carlo EM with the ascent-based sample size and stopping rules (Caffo et al. 2005).
 
     ``m`` counts the draws kept in all (summed over chains). ``stop="ascent"`` ends the run when
     the upper confidence bound of delta-Q is below ``tol`` ``n_consecutive`` times in a row;
     ``stop="relative"`` when the largest relative parameter change is below ``tol`` as often.
+    ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
+    ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
     """
     from .fit import _Loop
 
     max_iter = 200 if max_iter is None else max_iter
     tol = 1e-3 if tol is None else tol
-    n_chains = check_positive_int(n_chains, "n_chains")
+    es = _estep(model, sampler, estep_options)
+    n_chains = es.n_chains
     m_init = check_positive_int(m_init if m_init is not None else 10 * n_chains, "m_init")
     m_max = check_positive_int(m_max, "m_max")
     check_choice(stop, "stop", {"ascent", "relative"})
@@ -121,10 +113,9 @@ def run_mcem(
     gamma = check_positive_float(gamma, "gamma")
     sched = make_schedule(schedule, m_init, m_max)
     kind = _choose_mstep(model, mstep)
-    es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
-    settings = dict(method="mcem", max_iter=max_iter, tol=tol, n_chains=n_chains, m_init=m_init,
-                    m_max=m_max, schedule=sched.name, mstep=kind, stop=stop,
-                    n_consecutive=n_consecutive, burn=burn, warm_burn=warm_burn, thin=thin)
+    settings = dict(method="mcem", max_iter=max_iter, tol=tol, m_init=m_init, m_max=m_max,
+                    schedule=sched.name, mstep=kind, stop=stop, n_consecutive=n_consecutive,
+                    **es.settings)
     loop = _Loop(model, "mcem", max_iter, callback, progress, settings)
     z_gamma = float(norm.ppf(1 - gamma))
     rng_init, rng = rng.spawn(2)
@@ -206,11 +197,6 @@ def run_saem(
     callback,
     progress,
     sampler="auto",
-    n_chains=4,
-    burn=200,
-    warm_burn=5,
-    thin=1,
-    sampler_options=None,
     draws_per_chain=1,
     burn_iter=None,
     gain_exponent=0.7,
@@ -220,6 +206,7 @@ def run_saem(
     memory_tol=1e-3,
     n_consecutive=5,
     track_loglik=True,
+    **estep_options,
 ):
     """SAEM (Delyon, Lavielle & Moulines 1999).
 
@@ -229,6 +216,8 @@ def run_saem(
     ``burn_iter`` iterations, then ``(k - burn_iter)^-gain_exponent``. ``average=True`` returns
     the Polyak-Ruppert average of the iterates after burn-in. The run stops when the relative
     parameter change stays below ``tol`` ``n_consecutive`` times after burn-in, or at max_iter.
+    ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
+    ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
     """
     from .fit import _Loop
 
@@ -239,10 +228,10 @@ def run_saem(
     n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
     saem_gain(burn_iter + 1, burn_iter, gain_exponent)  # validates the exponent
     kind = _choose_mstep(model, mstep)
-    es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
-    settings = dict(method="saem", max_iter=max_iter, tol=tol, n_chains=n_chains,
-                    draws_per_chain=draws_per_chain, burn_iter=burn_iter,
-                    gain_exponent=gain_exponent, average=average, mstep=kind)
+    es = _estep(model, sampler, estep_options, warm_burn=5)
+    settings = dict(method="saem", max_iter=max_iter, tol=tol, draws_per_chain=draws_per_chain,
+                    burn_iter=burn_iter, gain_exponent=gain_exponent, average=average, mstep=kind,
+                    **es.settings)
     loop = _Loop(model, "saem", max_iter, callback, progress, settings)
     rng_init, rng = rng.spawn(2)
     state = es.init(theta, rng_init)
@@ -341,17 +330,17 @@ def run_gem(
     step_size=0.1,
     estep="auto",
     sampler="auto",
-    n_chains=4,
-    burn=200,
-    warm_burn=20,
-    thin=1,
-    sampler_options=None,
     m=200,
     n_consecutive=3,
+    **estep_options,
 ):
     """Generalized EM: the M step takes ``n_steps`` gradient-ascent steps on Q (with backtracking,
     so Q never decreases). The E step is exact by enumeration when the model's only latent is a
-    discrete unit latent with per-unit terms (``estep="exact"``), Monte Carlo draws otherwise."""
+    discrete unit latent with per-unit terms (``estep="exact"``), Monte Carlo draws otherwise
+    (``m`` draws per iteration).
+    ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
+    ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
+    """
     from .fit import _Loop
 
     max_iter = 500 if max_iter is None else max_iter
@@ -377,7 +366,7 @@ def run_gem(
     if exact:
         q, ll = _enumerated_q(model, theta)
     else:
-        es = _estep(model, sampler, n_chains, burn, warm_burn, thin, sampler_options)
+        es = _estep(model, sampler, estep_options)
         rng_init, rng = rng.spawn(2)
         state = es.init(theta, rng_init)
         per_chain = max(1, math.ceil(check_positive_int(m, "m") / es.n_chains))

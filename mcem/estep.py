@@ -206,6 +206,8 @@ class EStep:
         self.min_acceptance = check_positive_float(min_acceptance, "min_acceptance", allow_zero=True)
         self.max_rhat = check_positive_float(max_rhat, "max_rhat")
         self.rhat_min_draws = check_positive_int(rhat_min_draws, "rhat_min_draws", minimum=4)
+        self.settings = dict(n_chains=self.n_chains, burn=self.burn, warm_burn=self.warm_burn,
+                             thin=self.thin, sampler=sampler if isinstance(sampler, str) else repr(sampler))
         self.modes = {n: site_mode(model, n) for n in model.latent_names}
         self.kernel = build_kernel(model, sampler, n_chains=self.n_chains, options=sampler_options)
         k = self.kernel

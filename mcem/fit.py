@@ -236,7 +236,12 @@ def fit(
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
     runner = METHODS[method]
     target = getattr(runner, "target", runner)
-    known = [p for p in inspect.signature(target).parameters if p not in _COMMON]
+    params = inspect.signature(target).parameters
+    known = [n for n, p in params.items() if n not in _COMMON and p.kind != p.VAR_KEYWORD]
+    if "estep_options" in params:  # the Monte Carlo methods pass these on to mcem.EStep
+        from .estep import EStep
+
+        known += [n for n in inspect.signature(EStep).parameters if n not in ("model", "sampler")]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"fit: method={method!r} got unknown option(s) {unknown}; its options are {known}")

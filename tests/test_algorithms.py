@@ -135,12 +135,7 @@ def test_ascent_schedule_grows_m_near_the_mle():
 
 
 # ---------------------------------------------------------------- random-intercept logistic GLMM
-@mcem.model
-def logit_ri(m, X, y, group, n_groups):
-    beta = m.param("beta", shape=X.shape[1], init=0.0)
-    sigma = m.param("sigma", constraint=C.positive, init=1.0)
-    u = m.latent("u", dist.Normal(0.0, sigma), shape=n_groups, unit=True)
-    m.observe("y", dist.Bernoulli(logits=X @ beta + u[..., group]), y, unit_index=group)
+from test_ppl import glmm as logit_ri  # noqa: E402  (the random-intercept logit model)
 
 
 def quadrature_mle(X, y, group, G, n_nodes=60):
