@@ -51,23 +51,19 @@ def q_hat(model, theta, draws) -> float:
 def mcse_of_mean(d) -> float:
     """Monte Carlo standard error of the mean of a (chain, draw) array of per-draw values.
 
-    Uses the effective sample size of arviz-stats (``method="mean"``) when there are at least
-    four draws per chain, so that autocorrelated MCMC draws are not treated as independent.
+    Batch means within each chain (:func:`mcem.diagnostics.batch_means_se`) when every chain has
+    at least 16 draws, so that autocorrelated MCMC draws are not treated as independent; the
+    independent-draws formula below that.
     """
     d = np.asarray(d, dtype=float)
     n = d.size
     if n < 2:
         return np.inf
-    sd = float(np.std(d, ddof=1))
-    if sd == 0.0:
-        return 0.0
-    if d.ndim == 2 and d.shape[1] >= 4:
-        from arviz_stats.base import array_stats
+    if d.ndim == 2 and d.shape[1] >= 16:
+        from .diagnostics import batch_means_se
 
-        ess = float(array_stats.ess(d, chain_axis=0, draw_axis=1, method="mean"))
-        if np.isfinite(ess) and ess > 0:
-            return sd / np.sqrt(min(ess, n))
-    return sd / np.sqrt(n)
+        return float(batch_means_se(d))
+    return float(np.std(d, ddof=1) / np.sqrt(n))
 
 
 def delta_q(model, theta_new, theta_old, draws):

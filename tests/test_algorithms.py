@@ -183,3 +183,15 @@ def test_ascent_rule_next_sample_size_formula():
     assert s.next(1, m, {"delta_q": 1e-4, "mcse": 0.02}) > 10_000
     assert Ascent(10, m_max=500).next(1, m, {"delta_q": 1e-4, "mcse": 0.02}) == 500
     assert s.append_size(90) == 30
+
+
+def test_delta_q_standard_error_accounts_for_autocorrelation():
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(4)
+    rho, n = 0.8, 4000
+    d = lfilter([1.0], [1.0, -rho], rng.normal(size=(4, n)), axis=1)
+    expect = 1 / (1 - rho) / np.sqrt(4 * n)  # long-run sd of AR(1) / sqrt(draws)
+    assert mcse_of_mean(d) == pytest.approx(expect, rel=0.15)
+    iid = rng.normal(size=(4, 10))
+    assert mcse_of_mean(iid) == pytest.approx(iid.std(ddof=1) / np.sqrt(40))
