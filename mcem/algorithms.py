@@ -155,6 +155,12 @@ def run_mcem(
             mc_error_dominates=swamped_now,
         )
         row.update(_diag_values(diag))
+        sched_info = {"delta_q": dq, "mcse": se}
+        if getattr(sched, "needs_covariance", False):
+            cov = M.update_covariance(model, theta, draws)
+            inside, stat = sched.inside(model.to_unconstrained(old), model.to_unconstrained(theta), cov)
+            sched_info["inside"] = inside
+            row["ellipsoid_stat"] = stat
         stop_cb = loop.record(t, theta, **row)
         if stop == "ascent":
             ok = upper < tol and dq >= -z_gamma * se
@@ -173,7 +179,7 @@ def run_mcem(
         if stop_cb:
             stopped_by, message = "callback", "stopped by the callback"
             break
-        m = sched.next(t, n_kept, {"delta_q": dq, "mcse": se})
+        m = sched.next(t, n_kept, sched_info)
     recent_se = loop.history["mcse"][-3:]
     noisy = bool(np.all(z_gamma * recent_se >= tol)) if recent_se.size else False
     if stopped_by == "max_iter" and (swamped or noisy):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Fixed", "Geometric", "UserSchedule", "Ascent", "make_schedule", "saem_gain"]
+__all__ = ["Fixed", "Geometric", "UserSchedule", "Ascent", "BoothHobert", "make_schedule", "saem_gain"]
 
 
 class Fixed:
@@ -104,6 +104,39 @@ class Ascent:
         return int(min(self.m_max, max(m, want)))
 
 
+class BoothHobert:
+    """The rule of Booth & Hobert (1999): grow m when the update is lost in Monte Carlo noise.
+
+    After each M step the Monte Carlo covariance Sigma of the new iterate is estimated
+    (:func:`mcem.mstep.update_covariance`); when the previous iterate lies inside the
+    ``1 - alpha`` confidence ellipsoid around the new one,
+    ``(u_t - u_{t+1})' Sigma^-1 (u_t - u_{t+1}) < chi2_p(1 - alpha)``, the next sample size is
+    ``m + m / k``; capped at ``m_max``.
+    """
+
+    name = "booth-hobert"
+    needs_covariance = True
+
+    def __init__(self, m0, m_max=20_000, alpha=0.25, k=3):
+        self.m0, self.m_max, self.alpha, self.k = int(m0), int(m_max), float(alpha), float(k)
+
+    def first(self):
+        return self.m0
+
+    def inside(self, u_old, u_new, cov) -> tuple[bool, float]:
+        """Whether ``u_old`` lies in the confidence ellipsoid around ``u_new``; and the statistic."""
+        from scipy.stats import chi2
+
+        d = np.asarray(u_old) - np.asarray(u_new)
+        stat = float(d @ np.linalg.pinv(cov) @ d)
+        return stat < chi2.ppf(1 - self.alpha, d.size), stat
+
+    def next(self, t, m, info):
+        if info.get("inside"):
+            return int(min(self.m_max, m + math.ceil(m / self.k)))
+        return m
+
+
 def make_schedule(schedule, m_init, m_max):
     """Normalise the ``schedule`` option of MCEM."""
     if schedule is None or schedule == "ascent":
@@ -112,12 +145,14 @@ def make_schedule(schedule, m_init, m_max):
         return Fixed(m_init)
     if schedule == "geometric":
         return Geometric(m_init, m_max=m_max)
-    if isinstance(schedule, Fixed | Geometric | UserSchedule | Ascent):
+    if schedule == "booth-hobert":
+        return BoothHobert(m_init, m_max=m_max)
+    if isinstance(schedule, Fixed | Geometric | UserSchedule | Ascent | BoothHobert):
         return schedule
     if callable(schedule) or (isinstance(schedule, Sequence) and not isinstance(schedule, str)):
         return UserSchedule(schedule)
     raise ValueError(
-        "schedule must be 'ascent', 'fixed', 'geometric', a list of sizes, a function of the "
+        "schedule must be 'ascent', 'booth-hobert', 'fixed', 'geometric', a list of sizes, a function of the "
         f"iteration or a schedule object, got {schedule!r}"
     )
 
