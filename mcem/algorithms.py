@@ -29,7 +29,9 @@ def _concat(a, b):
 
 
 def _choose_mstep(model, mstep):
-    check_choice(mstep, "mstep", {"auto", "closed_form", "numerical"})
+    check_choice(mstep, "mstep", {"auto", "closed_form", "numerical", "adam"})
+    if mstep == "adam":
+        return "adam"
     has_cf = model.sufficient_stats_fn is not None and model.mstep_fn is not None
     if mstep == "closed_form" and not has_cf:
         raise ValueError(
@@ -39,7 +41,9 @@ def _choose_mstep(model, mstep):
     return "closed_form" if (mstep == "auto" and has_cf) or mstep == "closed_form" else "numerical"
 
 
-def _mstep_on_draws(model, kind, theta, draws, optimizer_options):
+def _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng=None):
+    if kind == "adam":
+        return M.adam(model, theta, draws, rng, **dict(optimizer_options or {}))
     if kind == "closed_form":
         new, _ = M.closed_form(model, draws)
         try:
@@ -97,6 +101,13 @@ def run_mcem(
     ``m`` counts the draws kept in all (summed over chains). ``stop="ascent"`` ends the run when
     the upper confidence bound of delta-Q is below ``tol`` ``n_consecutive`` times in a row;
     ``stop="relative"`` when the largest relative parameter change is below ``tol`` as often.
+
+    ``mstep``: ``"auto"`` (closed form from the model's sufficient statistics when it has them,
+    numerical otherwise), ``"closed_form"``, ``"numerical"`` (L-BFGS-B on Q_hat; the model's
+    ``grad_params`` gradient when given) or ``"adam"`` (stochastic: Adam over minibatches of
+    draws; ``optimizer_options`` takes ``n_steps``, ``lr``, ``batch_draws``).
+    ``schedule``: ``"ascent"`` (default), ``"booth-hobert"``, ``"fixed"``, ``"geometric"``, a list
+    or a function of the iteration (see :mod:`mcem.schedules`).
     ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
     ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
     """
@@ -130,7 +141,7 @@ def run_mcem(
         draws, state, diag = res.draws, res.state, res.diagnostics
         appended = 0
         while True:
-            new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options)
+            new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
             dq, se, _ = M.delta_q(model, new, theta, draws)
             n_kept = per_chain * n_chains
             lower = dq - (sched.z_alpha if isinstance(sched, Ascent) else z_gamma) * se
@@ -234,6 +245,8 @@ def run_saem(
     n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
     saem_gain(burn_iter + 1, burn_iter, gain_exponent)  # validates the exponent
     kind = _choose_mstep(model, mstep)
+    if kind == "adam":
+        raise ValueError("mstep='adam' is available with method='mcem'; SAEM uses 'closed_form' or 'numerical'")
     es = _estep(model, sampler, estep_options, warm_burn=5)
     settings = dict(method="saem", max_iter=max_iter, tol=tol, draws_per_chain=draws_per_chain,
                     burn_iter=burn_iter, gain_exponent=gain_exponent, average=average, mstep=kind,

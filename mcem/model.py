@@ -159,6 +159,10 @@ class Model:
         ``loglik(theta, data) -> float``: the exact marginal log-likelihood.
     posterior_sampler : callable, optional
         ``posterior_sampler(theta, data, rng, batch) -> z``: exact draws from p(z | x; theta).
+    grad_params : callable, optional
+        ``grad_params(theta, z, data) -> dict``: the gradient of the log joint (summed over
+        units) with respect to each constrained parameter, shape ``batch + param_shape``. Used by
+        the numerical and stochastic M steps instead of finite differences.
     conditionals : dict, optional
         Latent name -> ``fn(theta, z, data)`` returning, per batch element and unit of that latent
         (shape ``batch + (n_units,)``), every term of the log joint that involves the unit; terms
@@ -180,6 +184,7 @@ class Model:
         sufficient_stats: Callable | None = None,
         loglik: Callable | None = None,
         posterior_sampler: Callable | None = None,
+        grad_params: Callable | None = None,
         conditionals: Mapping | None = None,
         name: str | None = None,
     ):
@@ -195,6 +200,7 @@ class Model:
             ("sufficient_stats", sufficient_stats),
             ("loglik", loglik),
             ("posterior_sampler", posterior_sampler),
+            ("grad_params", grad_params),
         ]:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{nm} must be callable or None, got {type(fn).__name__}")
@@ -203,6 +209,7 @@ class Model:
         self.sufficient_stats_fn = sufficient_stats
         self.loglik_fn = loglik
         self.posterior_sampler_fn = posterior_sampler
+        self.grad_params_fn = grad_params
         self.conditionals = dict(conditionals or {})
         for k, fn in self.conditionals.items():
             if k not in self.latents or not self.latents[k].unit:
@@ -328,6 +335,28 @@ class Model:
             a, b = self._offsets[n]
             c = self.params[n]
             out[n] = c.forward(u[a:b].reshape(c.unconstrained_shape))
+        return out
+
+    def grad_to_unconstrained(self, u, grad_theta) -> np.ndarray:
+        """Chain rule: a gradient in the constrained parameters -> one in ``u``.
+
+        ``grad_theta`` is a dict of arrays shaped like the parameters. The vector-Jacobian
+        product is taken by central differences of ``u -> sum(theta(u) * grad_theta)``, which
+        touches only the transforms (no data), one pair of evaluations per coordinate.
+        """
+        u = np.asarray(u, dtype=float)
+        g = {n: np.asarray(grad_theta[n], dtype=float) for n in self.param_names}
+
+        def phi(v):
+            th = self.from_unconstrained(v)
+            return sum(float(np.sum(th[n] * g[n])) for n in self.param_names)
+
+        out = np.empty_like(u)
+        for i in range(u.size):  # a loop over parameter coordinates only
+            h = 1e-6 * max(1.0, abs(u[i]))
+            e = np.zeros_like(u)
+            e[i] = h
+            out[i] = (phi(u + e) - phi(u - e)) / (2 * h)
         return out
 
     def log_abs_det_jacobian(self, u) -> float:

@@ -23,6 +23,8 @@ __all__ = [
     "mcse_of_mean",
     "closed_form",
     "numerical",
+    "adam",
+    "q_hat_grad",
     "gradient_ascent",
     "per_draw_scores",
     "update_covariance",
@@ -81,8 +83,19 @@ def closed_form(model, draws):
     return model.mstep_fn(stats, model.data), stats
 
 
+def q_hat_grad(model, theta, draws) -> np.ndarray:
+    """Gradient of Q_hat in the unconstrained coordinates from the model's ``grad_params``."""
+    g = model.grad_params_fn(theta, draws, model.data)
+    mean = {n: np.asarray(g[n], dtype=float).mean(axis=(0, 1)) for n in model.param_names}
+    return model.grad_to_unconstrained(model.to_unconstrained(theta), mean)
+
+
 def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
-    """Maximise Q_hat in the unconstrained space with scipy.optimize (finite-difference gradient)."""
+    """Maximise Q_hat in the unconstrained space with scipy.optimize.
+
+    The gradient comes from the model's ``grad_params`` when it has one, from finite
+    differences otherwise.
+    """
     u0 = model.to_unconstrained(theta0)
 
     def f(u):
@@ -90,9 +103,42 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
             v = -q_hat(model, model.from_unconstrained(u), draws)
         return v if np.isfinite(v) else np.inf
 
-    res = optimize.minimize(f, u0, method=method, options=dict(options or {}))
+    jac = None
+    if model.grad_params_fn is not None:
+
+        def jac(u):
+            return -q_hat_grad(model, model.from_unconstrained(u), draws)
+
+    res = optimize.minimize(f, u0, jac=jac, method=method, options=dict(options or {}))
     theta = model.from_unconstrained(res.x)
     return theta, MStepInfo(bool(res.success), int(res.get("nit", 0)), int(res.nfev), str(res.message))
+
+
+def adam(model, theta0, draws, rng, *, n_steps=50, lr=0.05, batch_draws=32, beta1=0.9, beta2=0.999):
+    """Stochastic M step: Adam ascent on Q_hat over random minibatches of draws.
+
+    Each step uses ``batch_draws`` draws chosen at random (over chains and draws), so the cost
+    of a step does not grow with the Monte Carlo sample size. Gradients come from the model's
+    ``grad_params`` when it has one, from finite differences on the minibatch otherwise. The
+    result increases Q_hat in expectation, not surely: a stochastic generalized-EM step.
+    """
+    u = model.to_unconstrained(theta0)
+    n_chain, n_draw = next(iter(draws.values())).shape[:2]
+    flat = {k: v.reshape((1, n_chain * n_draw) + v.shape[2:]) for k, v in draws.items()}
+    total = n_chain * n_draw
+    m1 = np.zeros_like(u)
+    m2 = np.zeros_like(u)
+    for t in range(1, n_steps + 1):
+        idx = rng.choice(total, size=min(batch_draws, total), replace=False)
+        batch = {k: v[:, idx] for k, v in flat.items()}
+        if model.grad_params_fn is not None:
+            g = q_hat_grad(model, model.from_unconstrained(u), batch)
+        else:
+            g = _fd_grad(lambda v: q_hat(model, model.from_unconstrained(v), batch), u)
+        m1 = beta1 * m1 + (1 - beta1) * g
+        m2 = beta2 * m2 + (1 - beta2) * g**2
+        u = u + lr * (m1 / (1 - beta1**t)) / (np.sqrt(m2 / (1 - beta2**t)) + 1e-8)
+    return model.from_unconstrained(u), MStepInfo(True, n_steps, n_steps, "adam")
 
 
 def _fd_grad(f, u, h=1e-6):

@@ -225,3 +225,70 @@ def test_booth_hobert_schedule_grows_m_and_reaches_the_mle():
     assert m[-1] > m[0] and np.all(np.diff(m) >= 0)
     assert np.all(np.isfinite(res.history["ellipsoid_stat"][1:]))
     assert abs(res.params["t"] - THETA_HAT) < 0.01
+
+
+def lowlevel_logit_ri(X, y, group, G, with_grad):
+    """The random-intercept logit written by hand, optionally with its gradient in theta."""
+    onehot = np.zeros((G, len(y)))
+    onehot[group, np.arange(len(y))] = 1.0
+
+    def parts(theta, z):
+        u = z["u"]
+        eta = X @ theta["beta"] + u[..., group]
+        return u, eta, expit(eta)
+
+    def log_joint(theta, z, data):
+        u, eta, _ = parts(theta, z)
+        s = theta["sigma"]
+        ll_obs = y * eta - np.logaddexp(0, eta)
+        return ll_obs @ onehot.T - 0.5 * (u / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+
+    def grad_params(theta, z, data):
+        u, _, p = parts(theta, z)
+        s = theta["sigma"]
+        return {"beta": (y - p) @ X, "sigma": np.sum(u**2, axis=-1) / s**3 - G / s}
+
+    return mcem.Model(log_joint, params={"beta": C.real(shape=X.shape[1]), "sigma": C.positive},
+                      latents={"u": mcem.Continuous(shape=G, unit=True)}, data=None,
+                      init={"sigma": 1.0}, grad_params=grad_params if with_grad else None)
+
+
+def _glmm_draws(seed=3, G=25, n=6):
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(G), n)
+    X = np.column_stack([np.ones(G * n), rng.normal(size=G * n)])
+    y = (rng.random(G * n) < expit(X @ np.array([0.3, -0.8]) + rng.normal(size=G)[group])).astype(int)
+    draws = {"u": rng.normal(scale=0.9, size=(4, 50, G))}
+    return X, y, group, G, draws
+
+
+def test_model_gradient_drives_the_numerical_mstep():
+    X, y, group, G, draws = _glmm_draws()
+    with_g = lowlevel_logit_ri(X, y, group, G, True)
+    without = lowlevel_logit_ri(X, y, group, G, False)
+    theta = {"beta": np.array([0.1, -0.2]), "sigma": np.array(1.3)}
+    u = with_g.to_unconstrained(theta)
+    fd = np.array([(mstep.q_hat(without, without.from_unconstrained(u + 1e-6 * e), draws)
+                    - mstep.q_hat(without, without.from_unconstrained(u - 1e-6 * e), draws)) / 2e-6
+                   for e in np.eye(u.size)])
+    np.testing.assert_allclose(mstep.q_hat_grad(with_g, theta, draws), fd, rtol=1e-5, atol=1e-5)
+    a, ia = mstep.numerical(with_g, theta, draws)
+    b, ib = mstep.numerical(without, theta, draws)
+    assert ia.success and ia.nfev < ib.nfev
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_adam_mstep_approaches_the_maximiser_of_q_hat():
+    X, y, group, G, draws = _glmm_draws(4)
+    model = lowlevel_logit_ri(X, y, group, G, True)
+    theta = {"beta": np.array([0.0, 0.0]), "sigma": np.array(1.0)}
+    best, _ = mstep.numerical(model, theta, draws)
+    sgd, info = mstep.adam(model, theta, draws, np.random.default_rng(0), n_steps=400, lr=0.02,
+                           batch_draws=40)
+    q0, qb, qs = (mstep.q_hat(model, t, draws) for t in (theta, best, sgd))
+    assert qs > q0 + 0.95 * (qb - q0)  # 95% of the attainable increase
+    res = mcem.fit(linkage_model(), method="mcem", mstep="adam", rng=2, tol=2e-3, stop="relative",
+                   schedule="fixed", m_init=200, n_chains=2,
+                   optimizer_options={"n_steps": 100, "lr": 0.05}, max_iter=60)
+    assert abs(res.params["t"] - THETA_HAT) < 0.01
