@@ -630,15 +630,19 @@ class Bernoulli(_DiscreteMixin, Distribution):
             if self.validate_args:
                 self._require("logits", self.logits, ~np.isnan(self.logits), "not NaN")
             self.batch_shape = self.logits.shape
-            self._log_p = log_expit(self.logits)
-            self._log_1mp = log_expit(-self.logits)
 
     def _p(self):
         return self.probs if self.probs is not None else expit(self.logits)
 
     def log_prob(self, value):
         y = self._value(value)
-        return np.where(y == 1, self._log_p, np.where(y == 0, self._log_1mp, _NEG_INF))
+        ok = (y == 0) | (y == 1)
+        if self.probs is not None:
+            out = np.where(y == 1, self._log_p, self._log_1mp)
+        else:
+            # y * logits - log(1 + exp(logits)): one transcendental pass, stable for any logits
+            out = y * self.logits - np.logaddexp(0.0, self.logits)
+        return out if np.all(ok) else _mask_out(np.array(out, dtype=float), np.broadcast_to(ok, np.shape(out)))
 
     def sample(self, rng, sample_shape=()):
         return (rng.random(self._shape(sample_shape)) < self._p()).astype(np.int64)

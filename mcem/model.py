@@ -163,6 +163,9 @@ class Model:
         ``grad_params(theta, z, data) -> dict``: the gradient of the log joint (summed over
         units) with respect to each constrained parameter, shape ``batch + param_shape``. Used by
         the numerical and stochastic M steps instead of finite differences.
+    log_joint_total : callable, optional
+        ``log_joint_total(theta, z, data)``: the log joint summed over units, shape ``batch``;
+        a faster path for Q evaluations when ``log_joint`` spends time building unit terms.
     conditionals : dict, optional
         Latent name -> ``fn(theta, z, data)`` returning, per batch element and unit of that latent
         (shape ``batch + (n_units,)``), every term of the log joint that involves the unit; terms
@@ -185,6 +188,7 @@ class Model:
         loglik: Callable | None = None,
         posterior_sampler: Callable | None = None,
         grad_params: Callable | None = None,
+        log_joint_total: Callable | None = None,
         conditionals: Mapping | None = None,
         name: str | None = None,
     ):
@@ -201,6 +205,7 @@ class Model:
             ("loglik", loglik),
             ("posterior_sampler", posterior_sampler),
             ("grad_params", grad_params),
+            ("log_joint_total", log_joint_total),
         ]:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{nm} must be callable or None, got {type(fn).__name__}")
@@ -210,6 +215,7 @@ class Model:
         self.loglik_fn = loglik
         self.posterior_sampler_fn = posterior_sampler
         self.grad_params_fn = grad_params
+        self.log_joint_total_fn = log_joint_total
         self.conditionals = dict(conditionals or {})
         for k, fn in self.conditionals.items():
             if k not in self.latents or not self.latents[k].unit:
@@ -403,6 +409,13 @@ class Model:
     def log_joint(self, theta, z) -> np.ndarray:
         """Evaluate ``log_joint(theta, z, data)`` (no checks; the hot path)."""
         return self.log_joint_fn(theta, z, self.data)
+
+    def log_joint_sum(self, theta, z, batch_ndim) -> np.ndarray:
+        """The log joint summed over units: one value per element of the ``batch_ndim`` leading axes."""
+        if self.log_joint_total_fn is not None:
+            return np.asarray(self.log_joint_total_fn(theta, z, self.data), dtype=float)
+        lj = np.asarray(self.log_joint_fn(theta, z, self.data), dtype=float)
+        return lj.reshape(lj.shape[:batch_ndim] + (-1,)).sum(-1) if lj.ndim > batch_ndim else lj
 
     @property
     def per_unit(self) -> bool:

@@ -42,9 +42,7 @@ class MStepInfo(NamedTuple):
 
 def per_draw_log_joint(model, theta, draws) -> np.ndarray:
     """log p(x, z_j; theta) for every draw: shape (chain, draw) (unit terms summed)."""
-    lj = np.asarray(model.log_joint(theta, draws), dtype=float)
-    batch = next(iter(draws.values())).shape[:2]
-    return lj.reshape(batch + (-1,)).sum(-1) if lj.ndim > 2 else lj
+    return model.log_joint_sum(theta, draws, 2)
 
 
 def q_hat(model, theta, draws) -> float:

@@ -316,6 +316,7 @@ def _compile(fn, data):
         data=data,
         init=init,
         conditionals=conditionals,
+        log_joint_total=total,
         name=name,
     )
 
