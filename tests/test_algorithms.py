@@ -292,3 +292,39 @@ def test_adam_mstep_approaches_the_maximiser_of_q_hat():
                    schedule="fixed", m_init=200, n_chains=2,
                    optimizer_options={"n_steps": 100, "lr": 0.05}, max_iter=60)
     assert abs(res.params["t"] - THETA_HAT) < 0.01
+
+
+def test_saem_with_a_memory_of_draws_reaches_the_linkage_mle():
+    """Without sufficient statistics SAEM maximises a weighted memory of past Q estimates."""
+    res = mcem.fit(linkage_model(), method="saem", mstep="numerical", rng=8, n_chains=4,
+                   draws_per_chain=5, max_iter=150, burn_iter=20, average=True, tol=1e-12)
+    assert res.settings["mstep"] == "numerical"
+    assert 1 < res.history["memory"][-1] < 150  # old draws are dropped once their weight is tiny
+    # after burn-in the averaged iterate carries the noise of roughly all draws since then
+    path = res.history.params("t")[21:]
+    se = path.std() / np.sqrt(len(path) / 10)
+    assert abs(res.params["t"] - THETA_HAT) < 5 * se + 2e-3, (res.params["t"], se)
+
+
+def test_user_and_geometric_schedules_set_the_sample_size():
+    res = mcem.fit(linkage_model(), method="mcem", schedule=[8, 16, 32], n_chains=2, max_iter=4,
+                   tol=1e-9, rng=0)
+    assert res.history["m"][1:].tolist() == [8, 16, 32, 32]
+    res = mcem.fit(linkage_model(), method="mcem", schedule=lambda t: 4 * (t + 1), n_chains=2,
+                   max_iter=3, tol=1e-9, rng=0)
+    assert res.history["m"][1:].tolist() == [4, 8, 12]
+    res = mcem.fit(linkage_model(), method="mcem", schedule="geometric", m_init=10, n_chains=2,
+                   max_iter=4, tol=1e-9, rng=0)
+    assert res.history["m"][1:].tolist() == [10, 12, 16, 20]
+    with pytest.raises(ValueError, match="schedule must be 'ascent'"):
+        mcem.fit(linkage_model(), method="mcem", schedule="fast")
+    with pytest.raises(ValueError, match="the sample size for iteration 1 must be an int >= 1"):
+        mcem.fit(linkage_model(), method="mcem", schedule=[8, 0])
+
+
+def test_mcem_same_seed_same_result_and_history_columns():
+    a = mcem.fit(linkage_model(), method="mcem", rng=21, max_iter=6, tol=1e-9)
+    b = mcem.fit(linkage_model(), method="mcem", rng=21, max_iter=6, tol=1e-9)
+    np.testing.assert_array_equal(a.history.params("t"), b.history.params("t"))
+    for col in ("m", "delta_q", "mcse", "lower", "upper", "mstep_success", "acceptance_mean"):
+        assert col in a.history.columns, col
