@@ -43,7 +43,7 @@ def run(seed=1, out="gmm_mcem_vs_em.png", X=None, K=2):
         order = np.argsort(r.params["means"][:, 0])
         rows.append(
             [name, *np.round(r.params["weights"][order], 4), *np.round(r.params["means"][order].ravel(), 3),
-             f"{r.loglik:.4f}", r.n_iter, r.get("total_draws", 0), f"{r.wall:.3f}"]
+             f"{r['loglik']:.4f}", r.n_iter, r.get("total_draws", 0), f"{r.wall:.3f}"]
         )
     header = ["method", *[f"w{k}" for k in range(K)],
               *[f"mu{k}{j}" for k in range(K) for j in range(X.shape[1])], "loglik", "iters", "draws",
@@ -63,7 +63,7 @@ def run(seed=1, out="gmm_mcem_vs_em.png", X=None, K=2):
     ax0.set_xlabel("iteration")
     ax0.set_ylabel("log-likelihood")
     ax0.set_title("Log-likelihood path")
-    ax0.set_ylim(results["em"].loglik - 20, results["em"].loglik + 2)
+    ax0.set_ylim(results["em"]["loglik"] - 20, results["em"]["loglik"] + 2)
     ax0.legend()
     axm.set_xlabel("iteration")
     axm.set_ylabel("weight of component 0")

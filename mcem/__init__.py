@@ -1,10 +1,11 @@
 """mcem: maximum likelihood in latent-variable models by Monte Carlo EM."""
 
-from . import constraints, datasets, diagnostics, kernels, models
+from . import constraints, datasets, diagnostics, io, kernels, models, plots
 from . import distributions as dist
 from .estep import EStep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .fit import fit
+from .io import load_result, save_result
 from .model import Continuous, Discrete, Model
 from .result import FitResult, History
 from .ppl import model  # after .model: the name mcem.model is the decorator
@@ -25,7 +26,11 @@ __all__ = [
     "diagnostics",
     "dist",
     "fit",
+    "io",
+    "load_result",
+    "save_result",
     "kernels",
     "model",
     "models",
+    "plots",
 ]

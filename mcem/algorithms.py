@@ -198,9 +198,13 @@ def run_mcem(
                if swamped else f"its standard error alone kept the upper bound of delta-Q above tol={tol:g}")
         message += f"; the Monte Carlo error dominates: {why} (increase m_max or the sample size)"
         warnings.warn("mcem: " + message, MonteCarloWarning, stacklevel=3)
+    # Draws at the final estimate (the loop's last draws are at the previous iterate), for
+    # standard errors by Louis' identity and importance-sampling likelihoods.
+    final = es.run(theta, state, per_chain, rng)
     return loop.finish(
         theta, converged=converged, stopped_by=stopped_by, message=message,
-        loglik=model.exact_loglik(theta), total_draws=total_draws, draws=draws,
+        loglik=model.exact_loglik(theta), total_draws=total_draws + per_chain * n_chains,
+        draws=final.draws,
     )
 
 
@@ -223,6 +227,7 @@ def run_saem(
     memory_tol=1e-3,
     n_consecutive=5,
     track_loglik=True,
+    final_draws=400,
     **estep_options,
 ):
     """SAEM (Delyon, Lavielle & Moulines 1999).
@@ -231,7 +236,8 @@ def run_saem(
     ``theta_k = mstep(s_k)``. Otherwise Q is approximated by a weighted memory of past draws
     (weights below ``memory_tol`` are dropped) and maximised numerically. The gain is 1 for
     ``burn_iter`` iterations, then ``(k - burn_iter)^-gain_exponent``. ``average=True`` returns
-    the Polyak-Ruppert average of the iterates after burn-in. The run stops when the relative
+    the Polyak-Ruppert average of the iterates after burn-in; ``final_draws`` draws at the
+    returned estimate are kept for standard errors. The run stops when the relative
     parameter change stays below ``tol`` ``n_consecutive`` times after burn-in, or at max_iter.
     ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
     ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
@@ -312,8 +318,11 @@ def run_saem(
             stopped_by, message = "callback", "stopped by the callback"
             break
     final = avg if (average and avg is not None) else theta
+    per_chain = max(1, math.ceil(check_positive_int(final_draws, "final_draws") / es.n_chains))
+    last = es.run(final, state, per_chain, rng, burn=es.burn)  # draws at the estimate, for inference
     return loop.finish(final, converged=converged, stopped_by=stopped_by, message=message,
-                       loglik=model.exact_loglik(final), total_draws=total_draws)
+                       loglik=model.exact_loglik(final), total_draws=total_draws + per_chain * es.n_chains,
+                       draws=last.draws)
 
 
 def _enumerated_q(model, theta_t):

@@ -207,7 +207,8 @@ class EStep:
         self.max_rhat = check_positive_float(max_rhat, "max_rhat")
         self.rhat_min_draws = check_positive_int(rhat_min_draws, "rhat_min_draws", minimum=4)
         self.settings = dict(n_chains=self.n_chains, burn=self.burn, warm_burn=self.warm_burn,
-                             thin=self.thin, sampler=sampler if isinstance(sampler, str) else repr(sampler))
+                             thin=self.thin, sampler=sampler if isinstance(sampler, str) else repr(sampler),
+                             max_rhat=self.max_rhat, min_acceptance=self.min_acceptance)
         self.modes = {n: site_mode(model, n) for n in model.latent_names}
         self.kernel = build_kernel(model, sampler, n_chains=self.n_chains, options=sampler_options)
         k = self.kernel

@@ -77,6 +77,7 @@ class _Loop:
             model_name=self.model.name,
         )
         res.update(extra)
+        object.__setattr__(res, "_model", self.model)  # for standard errors; not part of the data
         return res
 
 

@@ -166,6 +166,8 @@ class Model:
     log_joint_total : callable, optional
         ``log_joint_total(theta, z, data)``: the log joint summed over units, shape ``batch``;
         a faster path for Q evaluations when ``log_joint`` spends time building unit terms.
+    n_obs : int, optional
+        The number of observations, for BIC.
     conditionals : dict, optional
         Latent name -> ``fn(theta, z, data)`` returning, per batch element and unit of that latent
         (shape ``batch + (n_units,)``), every term of the log joint that involves the unit; terms
@@ -189,6 +191,7 @@ class Model:
         posterior_sampler: Callable | None = None,
         grad_params: Callable | None = None,
         log_joint_total: Callable | None = None,
+        n_obs: int | None = None,
         conditionals: Mapping | None = None,
         name: str | None = None,
     ):
@@ -216,6 +219,9 @@ class Model:
         self.posterior_sampler_fn = posterior_sampler
         self.grad_params_fn = grad_params
         self.log_joint_total_fn = log_joint_total
+        if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
+            raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
+        self.n_obs = None if n_obs is None else int(n_obs)
         self.conditionals = dict(conditionals or {})
         for k, fn in self.conditionals.items():
             if k not in self.latents or not self.latents[k].unit:

@@ -317,6 +317,7 @@ def _compile(fn, data):
         init=init,
         conditionals=conditionals,
         log_joint_total=total,
+        n_obs=_count_observations(trace) or None,
         name=name,
     )
 
@@ -338,3 +339,14 @@ def _factorises(total, cond, theta, latents, data, site, n_checks=3):
     if not np.all(np.isfinite(rest)):
         return False
     return bool(np.allclose(rest, rest[0], rtol=1e-9, atol=1e-9))
+
+
+def _count_observations(trace):
+    """Number of observed elements (events count once) over all observe sites."""
+    n = 0
+    for s in trace.sites.values():
+        if s.kind == "observe":
+            shape = np.shape(s.value)
+            n_event = len(getattr(s.dist, "event_shape", ()))
+            n += int(np.prod(shape[: len(shape) - n_event], dtype=int))
+    return n

@@ -77,9 +77,16 @@ class FitResult(dict):
     """The result of :func:`mcem.fit`: a dict with attribute access.
 
     Keys: ``params`` (dict of constrained arrays), ``converged`` (bool), ``n_iter``, ``message``,
-    ``stopped_by`` (the rule that ended the run), ``method``, ``loglik`` (at ``params`` where the
-    model has an exact log-likelihood, else None), ``history`` (:class:`History`), ``seconds``,
-    ``settings`` (the options used).
+    ``stopped_by`` (the rule that ended the run), ``method``, ``loglik`` (the exact
+    log-likelihood at ``params`` where the model has one, else None), ``history``
+    (:class:`History`), ``seconds``, ``settings`` (the options used), and for Monte Carlo methods
+    ``total_draws`` and ``draws`` (the last E step's draws, ``(chain, draw, ...)``).
+
+    Methods compute what needs the model: :meth:`standard_errors`, :meth:`inference`,
+    :meth:`loglik` (estimate and Monte Carlo standard error; ``result["loglik"]`` is the stored
+    exact value), :meth:`aic`, :meth:`bic`, :meth:`summary`. A result made by :func:`mcem.fit`
+    remembers its model (outside the dict, so saving stays plain data); a loaded one takes
+    ``model=`` where needed.
     """
 
     def __getattr__(self, name):
@@ -94,24 +101,151 @@ class FitResult(dict):
     def __dir__(self):
         return list(self.keys()) + list(super().__dir__())
 
-    def summary(self) -> str:
-        """A text table of estimates and the fit's bookkeeping."""
-        lines = [f"mcem fit: method={self.method!r}, {self.stopped_by}: {self.message}"]
-        lines.append(
-            f"iterations: {self.n_iter}   converged: {self.converged}   "
-            f"seconds: {self.seconds:.3f}"
-        )
-        if self.get("loglik") is not None:
-            lines.append(f"log-likelihood: {self.loglik:.6f}")
-        lines.append(f"{'parameter':<24}{'estimate':>14}")
+    # ---------------------------------------------------------------- inference
+    def _get_model(self, model):
+        model = model if model is not None else getattr(self, "_model", None)
+        if model is None:
+            raise ValueError(
+                "this result does not hold its model (it was loaded or copied); pass model=..."
+            )
+        return model
+
+    def inference(self, model=None, *, method="auto"):
+        """Standard errors, covariances and the observed information (:class:`mcem.inference.Inference`).
+
+        ``method``: ``"auto"`` (exact information where the model has an exact log-likelihood,
+        Louis' identity on the final draws otherwise), ``"exact"`` or ``"louis"``. Cached.
+        """
+        from .inference import standard_errors
+
+        model = self._get_model(model)
+        cache = self.__dict__.setdefault("_inference", {})
+        if method not in cache:
+            cache[method] = standard_errors(model, self["params"], self.get("draws"), method=method)
+        return cache[method]
+
+    def standard_errors(self, model=None, *, method="auto") -> dict:
+        """Standard errors, a dict shaped like ``params`` (delta method from the unconstrained
+        scale; NaN where the information is not positive definite)."""
+        return self.inference(model, method=method).se
+
+    def loglik(self, model=None, *, n_samples=2000, rng=0):
+        """The marginal log-likelihood at ``params``: ``LoglikEstimate(value, mcse, method)``.
+
+        Exact where the model allows it (``mcse`` 0); importance sampling otherwise.
+        """
+        from .inference import LoglikEstimate, marginal_loglik
+
+        m = model if model is not None else getattr(self, "_model", None)
+        if m is None:
+            if self.get("loglik") is not None:
+                return LoglikEstimate(float(self["loglik"]), 0.0, "exact (stored)")
+            self._get_model(None)
+        cache = self.__dict__.setdefault("_loglik", {})
+        key = (n_samples, rng)
+        if key not in cache:
+            cache[key] = marginal_loglik(m, self["params"], self.get("draws"), n_samples=n_samples, rng=rng)
+        return cache[key]
+
+    def _n_params(self):
+        return int(sum(np.size(v) for v in self["params"].values()))
+
+    def _free_params(self, model=None):
+        m = model if model is not None else getattr(self, "_model", None)
+        return m.n_unconstrained if m is not None else self._n_params()
+
+    def aic(self, model=None) -> float:
+        """Akaike information criterion -2 log L + 2 k (k free parameters)."""
+        return -2.0 * self.loglik(model).value + 2.0 * self._free_params(model)
+
+    def bic(self, model=None, n_obs=None) -> float:
+        """Bayesian information criterion -2 log L + k log n (``n_obs`` from the model by default)."""
+        m = model if model is not None else getattr(self, "_model", None)
+        n = n_obs if n_obs is not None else getattr(m, "n_obs", None)
+        if n is None:
+            raise ValueError("bic needs the number of observations: pass n_obs=... (the model does not say)")
+        return -2.0 * self.loglik(model).value + self._free_params(model) * np.log(n)
+
+    # ---------------------------------------------------------------- presentation
+    def plot(self, reference=None, **kwargs):
+        """A composite figure: parameter paths, delta-Q, sample size, diagnostics
+        (:func:`mcem.plots.plot_fit`); ``reference`` overlays another fit (e.g. exact EM)."""
+        from .plots import plot_fit
+
+        return plot_fit(self, reference=reference, **kwargs)
+
+    def save(self, path) -> None:
+        """Write the result to ``path`` without pickle (npz + JSON, atomically); see
+        :func:`mcem.load_result`."""
+        from .io import save_result
+
+        save_result(self, path)
+
+    def to_datatree(self):
+        """The draws and the per-iteration history as an ``xarray.DataTree`` (arviz-base layout)."""
+        from .io import to_datatree
+
+        return to_datatree(self)
+
+    def summary(self, model=None, *, alpha=0.05) -> str:
+        """A statsmodels-style table: estimate, SE, z, confidence interval; fit statistics."""
+        from scipy.stats import norm
+
+        m = model if model is not None else getattr(self, "_model", None)
+        se = ll = None
+        notes = []
+        if m is not None:
+            try:
+                inf = self.inference(m)
+                se = inf.se
+            except Exception as exc:  # the table is still useful without standard errors
+                notes.append(f"standard errors unavailable: {exc}")
+            try:
+                ll = self.loglik(m)
+            except Exception as exc:
+                notes.append(f"log-likelihood unavailable: {exc}")
+        elif self.get("loglik") is not None:
+            ll = self.loglik()
+        width = 78
+        title = f"mcem fit: {self.get('model_name', 'model')}"
+
+        def pair(a, b, c, d):
+            return f"{a:<16}{b:<22}{c:<18}{d:>22}"
+
+        lines = [title.center(width), "=" * width]
+        if ll is not None:
+            ll_txt = f"{ll.value:.3f}" + (f" +- {ll.mcse:.3f}" if ll.mcse else "")
+            aic = f"{-2 * ll.value + 2 * self._free_params(m):.2f}"
+            n = getattr(m, "n_obs", None)
+            bic = f"{-2 * ll.value + self._free_params(m) * np.log(n):.2f}" if n else "n/a"
+        else:
+            ll_txt, aic, bic, n = "n/a", "n/a", "n/a", None
+        lines += [
+            pair("Method:", str(self.method), "Log-likelihood:", ll_txt),
+            pair("Converged:", f"{self.converged} ({self.stopped_by})", "AIC:", aic),
+            pair("Iterations:", str(self.n_iter), "BIC:", bic),
+            pair("Total draws:", str(self.get("total_draws", 0)), "Observations:", str(n or "n/a")),
+            pair("Time (s):", f"{self.seconds:.3f}", "SE method:", inf.method if se is not None else "n/a"),
+            "=" * width,
+        ]
+        q = norm.ppf(1 - alpha / 2)
+        lo, hi = f"[{alpha / 2:.3f}", f"{1 - alpha / 2:.3f}]"
+        lines.append(f"{'':<22}{'estimate':>11}{'std err':>11}{'z':>9}{lo:>12}{hi:>12}")
+        lines.append("-" * width)
         for name, v in self.params.items():
             v = np.asarray(v)
-            if v.ndim == 0:
-                lines.append(f"{name:<24}{float(v):>14.6g}")
-            else:
-                for idx in np.ndindex(v.shape):
-                    label = f"{name}[{','.join(map(str, idx))}]"
-                    lines.append(f"{label:<24}{float(v[idx]):>14.6g}")
+            s = np.asarray(se[name]) if se is not None else np.full(v.shape, np.nan)
+            for idx in np.ndindex(v.shape):
+                label = name if v.ndim == 0 else f"{name}[{','.join(map(str, idx))}]"
+                est, sd = float(v[idx]), float(s[idx])
+                if np.isfinite(sd) and sd > 0:
+                    row = f"{est:>11.4g}{sd:>11.4g}{est / sd:>9.3g}{est - q * sd:>12.4g}{est + q * sd:>12.4g}"
+                else:
+                    row = f"{est:>11.4g}{'n/a':>11}{'':>9}{'':>12}{'':>12}"
+                lines.append(f"{label:<22}{row}")
+        lines.append("=" * width)
+        lines.append(str(self.message))
+        lines.extend(notes)
         return "\n".join(lines)
 
     def __repr__(self):

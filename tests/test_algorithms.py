@@ -87,7 +87,7 @@ def test_mcem_reaches_the_exact_em_fixed_point_on_the_mixture():
     for k in ("weights", "means"):
         err = np.abs(res.params[k] - em.params[k])
         assert np.all(err < 5 * se[k] + 2e-3), (k, err, se[k])
-    assert res.loglik == pytest.approx(em.loglik, abs=0.05)
+    assert res["loglik"] == pytest.approx(em["loglik"], abs=0.05)
     assert res.total_draws > 0 and "delta_q" in res.history.columns
 
 

@@ -24,7 +24,7 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
     assert "loglik" in text and "em" in text
     assert out.exists() and out.stat().st_size > 10_000
     # the Old Faithful two-component full-covariance MLE (log-likelihood -1130.264)
-    assert results["em"].loglik == pytest.approx(-1130.2640, abs=1e-3)
+    assert results["em"]["loglik"] == pytest.approx(-1130.2640, abs=1e-3)
     assert results["em"].converged
     np.testing.assert_allclose(np.sort(results["em"].params["weights"]), [0.3559, 0.6441], atol=1e-3)
     assert fig.axes[0].get_xlabel() == "iteration"
@@ -32,6 +32,6 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
     # the Monte Carlo fits land on the exact-EM optimum (Monte Carlo error in the third decimal)
     for name in ("mcem", "saem"):
         assert "\n  " + name in text or name in text
-        assert results[name].loglik == pytest.approx(results["em"].loglik, abs=0.05)
+        assert results[name]["loglik"] == pytest.approx(results["em"]["loglik"], abs=0.05)
         np.testing.assert_allclose(results[name].params["means"], results["em"].params["means"], atol=0.05)
         assert results[name].total_draws > 0

@@ -221,6 +221,7 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
         sufficient_stats=sufficient_stats,
         loglik=loglik,
         posterior_sampler=posterior_sampler,
+        n_obs=N,
         name=f"gaussian_mixture(K={K}, {covariance_type})",
     )
 
