@@ -2,6 +2,7 @@
 
 from . import constraints, datasets, diagnostics, io, kernels, models, plots
 from . import distributions as dist
+from .compare import Comparison, compare
 from .estep import EStep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .fit import fit
@@ -13,6 +14,7 @@ from .ppl import model  # after .model: the name mcem.model is the decorator
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "Continuous",
     "ConvergenceWarning",
     "Discrete",
@@ -21,6 +23,7 @@ __all__ = [
     "History",
     "Model",
     "MonteCarloWarning",
+    "compare",
     "constraints",
     "datasets",
     "diagnostics",

@@ -239,11 +239,25 @@ def _unit_log_weights_discrete(model, theta):
     return float(logsumexp(lp, axis=0).sum())
 
 
-def marginal_loglik(model, theta, draws=None, *, n_samples=2000, df=5.0, rng=None) -> LoglikEstimate:
+def _enumerate_joint(model, theta):
+    names = model.latent_names
+    specs = [model.latents[n] for n in names]
+    sizes = [int(np.prod(s.shape, dtype=int)) for s in specs]
+    grids = np.meshgrid(*[np.arange(s.K) for s, k in zip(specs, sizes, strict=True) for _ in range(k)], indexing="ij")
+    flat = np.stack([g.ravel() for g in grids], axis=1)  # (n_states, total elements)
+    z, off = {}, 0
+    for n, s, k in zip(names, specs, sizes, strict=True):
+        z[n] = flat[:, off : off + k].reshape((-1,) + s.shape)
+        off += k
+    return float(logsumexp(model.log_joint_sum(theta, z, 1)))
+
+
+def marginal_loglik(model, theta, draws=None, *, n_samples=2000, df=5.0, rng=None, max_states=100_000) -> LoglikEstimate:
     """log p(x; theta) with its Monte Carlo standard error.
 
-    Exact when the model has ``loglik`` or when its only latent is discrete with per-unit terms
-    (the sum over states). Otherwise importance sampling with Student-t(``df``) proposals fitted
+    Exact when the model has ``loglik``, when its only latent is discrete with per-unit terms
+    (the sum over states per unit), or when all latents are discrete with at most ``max_states``
+    joint states (the sum over all of them). Otherwise importance sampling with Student-t(``df``) proposals fitted
     to ``draws`` on the unconstrained scale: per unit when the model has per-unit terms and one
     unit latent, jointly otherwise.
     """
@@ -252,6 +266,10 @@ def marginal_loglik(model, theta, draws=None, *, n_samples=2000, df=5.0, rng=Non
     names = model.latent_names
     if len(names) == 1 and model.latents[names[0]].is_discrete and model.latents[names[0]].unit and model.per_unit:
         return LoglikEstimate(_unit_log_weights_discrete(model, theta), 0.0, "exact (sum over states)")
+    if all(model.latents[n].is_discrete for n in names):
+        n_states = np.prod([float(model.latents[n].K) ** int(np.prod(model.latents[n].shape, dtype=int)) for n in names])
+        if n_states <= max_states:
+            return LoglikEstimate(_enumerate_joint(model, theta), 0.0, "exact (sum over all latent states)")
     if draws is None:
         raise ValueError("importance sampling needs posterior draws at the estimate (draws=...)")
     if any(model.latents[n].is_discrete for n in names):

@@ -191,3 +191,16 @@ def test_per_unit_importance_sampling_on_a_positive_latent_uses_the_jacobian():
     est = marginal_loglik(model, theta, draws, n_samples=4000, rng=2)
     truth = stats.nbinom(1.5, 0.3 / 1.3).logpmf(yv).sum()
     assert abs(est.value - truth) < 4 * est.mcse + 1e-3, (est, truth)
+
+
+def test_loglik_by_enumerating_a_small_discrete_latent():
+    model = linkage_without_loglik()
+    theta = {"t": np.array(0.4)}
+    t = 0.4
+    p = np.array([0.5 + t / 4, (1 - t) / 4, (1 - t) / 4, t / 4])
+    # the complete-data density leaves out factors free of theta: compare two values of theta
+    est = marginal_loglik(model, theta)
+    est2 = marginal_loglik(model, {"t": np.array(0.6)})
+    p2 = np.array([0.5 + 0.15, 0.1, 0.1, 0.15])
+    assert est.method.startswith("exact") and est.mcse == 0
+    assert est2.value - est.value == pytest.approx(np.sum(COUNTS * (np.log(p2) - np.log(p))), rel=1e-10)
