@@ -2,6 +2,7 @@
 
 from . import constraints, datasets, diagnostics, io, kernels, models, plots
 from . import distributions as dist
+from .checkpoint import resume
 from .compare import Comparison, compare
 from .estep import EStep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
@@ -36,4 +37,5 @@ __all__ = [
     "model",
     "models",
     "plots",
+    "resume",
 ]

@@ -24,6 +24,30 @@ def _estep(model, sampler, estep_options, **defaults):
     return EStep(model, sampler, **{**defaults, **estep_options})
 
 
+def _options(local_vars, estep_options):
+    """The options of a run, as given, for its checkpoint."""
+    skip = {"model", "theta", "rng", "callback", "progress", "_resume", "checkpoint", "estep_options"}
+    out = {k: v for k, v in local_vars.items() if k not in skip and not k.startswith("_")}
+    out.update(estep_options)
+    return out
+
+
+def _checkpointer(path, model, method, options):
+    if path is None:
+        return None
+    from .checkpoint import Checkpointer
+
+    return Checkpointer(path, model, method, options)
+
+
+def _restore(loop, ck):
+    """Loop state and history from a checkpoint."""
+    from .result import History
+
+    loop.history = History(ck["history"])
+    return dict(ck["loop"])
+
+
 def _concat(a, b):
     return {k: np.concatenate([a[k], b[k]], axis=1) for k in a}
 
@@ -94,6 +118,8 @@ def run_mcem(
     n_consecutive=3,
     gamma=0.25,
     track_loglik=True,
+    checkpoint=None,
+    _resume=None,
     **estep_options,
 ):
     """Monte Carlo EM with the ascent-based sample size and stopping rules (Caffo et al. 2005).
@@ -110,9 +136,11 @@ def run_mcem(
     or a function of the iteration (see :mod:`mcem.schedules`).
     ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
     ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
+    ``checkpoint``: a file written after every iteration; :func:`mcem.resume` continues from it.
     """
     from .fit import _Loop
 
+    run_options = _options(locals(), estep_options)
     max_iter = 200 if max_iter is None else max_iter
     tol = 1e-3 if tol is None else tol
     es = _estep(model, sampler, estep_options)
@@ -129,68 +157,88 @@ def run_mcem(
                     **es.settings)
     loop = _Loop(model, "mcem", max_iter, callback, progress, settings)
     z_gamma = float(norm.ppf(1 - gamma))
-    rng_init, rng = rng.spawn(2)
-    state = es.init(theta, rng_init)
-    loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
-    m = sched.first()
-    hits, swamped, total_draws = 0, 0, 0
+    ckpt = _checkpointer(checkpoint, model, "mcem", run_options)
+    if _resume is None:
+        rng_init, rng = rng.spawn(2)
+        state = es.init(theta, rng_init)
+        loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
+        s = dict(t=0, theta=theta, state=state, rng=rng, m=sched.first(), hits=0, swamped=0,
+                 total_draws=0, per_chain=1)
+    else:
+        s = _restore(loop, _resume)
+    theta, state, rng, m = s["theta"], s["state"], s["rng"], s["m"]
+    hits, swamped, total_draws, per_chain = s["hits"], s["swamped"], s["total_draws"], s["per_chain"]
     stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
-    for t in range(1, max_iter + 1):
-        per_chain = max(1, math.ceil(m / n_chains))
-        res = es.run(theta, state, per_chain, rng)
-        draws, state, diag = res.draws, res.state, res.diagnostics
-        appended = 0
-        while True:
-            new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
-            dq, se, _ = M.delta_q(model, new, theta, draws)
+    done = dict(s)  # the state after the last completed iteration
+    try:
+        for t in range(s["t"] + 1, max_iter + 1):
+            per_chain = max(1, math.ceil(m / n_chains))
+            res = es.run(theta, state, per_chain, rng)
+            draws, state, diag = res.draws, res.state, res.diagnostics
+            appended = 0
+            while True:
+                new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
+                dq, se, _ = M.delta_q(model, new, theta, draws)
+                n_kept = per_chain * n_chains
+                lower = dq - (sched.z_alpha if isinstance(sched, Ascent) else z_gamma) * se
+                if not isinstance(sched, Ascent) or lower > 0 or n_kept >= m_max:
+                    break
+                extra = max(1, math.ceil(sched.append_size(n_kept) / n_chains))
+                extra = min(extra, max(1, math.ceil((m_max - n_kept) / n_chains)))
+                more = es.run(theta, state, extra, rng, burn=0)
+                draws, state = _concat(draws, more.draws), more.state
+                per_chain += extra
+                appended += 1
             n_kept = per_chain * n_chains
-            lower = dq - (sched.z_alpha if isinstance(sched, Ascent) else z_gamma) * se
-            if not isinstance(sched, Ascent) or lower > 0 or n_kept >= m_max:
-                break
-            extra = max(1, math.ceil(sched.append_size(n_kept) / n_chains))
-            extra = min(extra, max(1, math.ceil((m_max - n_kept) / n_chains)))
-            more = es.run(theta, state, extra, rng, burn=0)
-            draws, state = _concat(draws, more.draws), more.state
-            per_chain += extra
-            appended += 1
-        n_kept = per_chain * n_chains
-        total_draws += n_kept
-        swamped_now = lower <= 0
-        swamped = swamped + 1 if swamped_now else 0
-        upper = dq + z_gamma * se
-        old = theta
-        theta = new
-        row = dict(
-            loglik=_track(model, theta, track_loglik), m=n_kept, delta_q=dq, mcse=se,
-            lower=lower, upper=upper, appended=appended, mstep_success=info.success,
-            mc_error_dominates=swamped_now,
-        )
-        row.update(_diag_values(diag))
-        sched_info = {"delta_q": dq, "mcse": se}
-        if getattr(sched, "needs_covariance", False):
-            cov = M.update_covariance(model, theta, draws)
-            inside, stat = sched.inside(model.to_unconstrained(old), model.to_unconstrained(theta), cov)
-            sched_info["inside"] = inside
-            row["ellipsoid_stat"] = stat
-        stop_cb = loop.record(t, theta, **row)
-        if stop == "ascent":
-            ok = upper < tol and dq >= -z_gamma * se
-        else:
-            u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
-            ok = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
-        hits = hits + 1 if ok else 0
-        if hits >= n_consecutive:
-            stopped_by, converged = "tol", True
-            message = (
-                f"converged: the upper {1 - gamma:.0%} bound of delta-Q was below tol={tol:g} "
-                f"{n_consecutive} times in a row" if stop == "ascent" else
-                f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row"
+            total_draws += n_kept
+            swamped_now = lower <= 0
+            swamped = swamped + 1 if swamped_now else 0
+            upper = dq + z_gamma * se
+            old = theta
+            theta = new
+            row = dict(
+                loglik=_track(model, theta, track_loglik), m=n_kept, delta_q=dq, mcse=se,
+                lower=lower, upper=upper, appended=appended, mstep_success=info.success,
+                mc_error_dominates=swamped_now,
             )
-            break
-        if stop_cb:
-            stopped_by, message = "callback", "stopped by the callback"
-            break
-        m = sched.next(t, n_kept, sched_info)
+            row.update(_diag_values(diag))
+            sched_info = {"delta_q": dq, "mcse": se}
+            if getattr(sched, "needs_covariance", False):
+                cov = M.update_covariance(model, theta, draws)
+                inside, stat = sched.inside(model.to_unconstrained(old), model.to_unconstrained(theta), cov)
+                sched_info["inside"] = inside
+                row["ellipsoid_stat"] = stat
+            stop_cb = loop.record(t, theta, **row)
+            if stop == "ascent":
+                ok = upper < tol and dq >= -z_gamma * se
+            else:
+                u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
+                ok = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
+            hits = hits + 1 if ok else 0
+            if hits >= n_consecutive:
+                stopped_by, converged = "tol", True
+                message = (
+                    f"converged: the upper {1 - gamma:.0%} bound of delta-Q was below tol={tol:g} "
+                    f"{n_consecutive} times in a row" if stop == "ascent" else
+                    f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row"
+                )
+                break
+            if stop_cb:
+                stopped_by, message = "callback", "stopped by the callback"
+                break
+            m = sched.next(t, n_kept, sched_info)
+            done = dict(t=t, theta=theta, state=state, rng=rng, m=m, hits=hits, swamped=swamped,
+                        total_draws=total_draws, per_chain=per_chain)
+            if ckpt is not None:
+                ckpt.save(done, loop.history)
+    except KeyboardInterrupt:
+        theta, state, rng, per_chain = done["theta"], done["state"], done["rng"], done["per_chain"]
+        loop.history.truncate(done["t"] + 1)
+        return loop.finish(
+            theta, converged=False, stopped_by="interrupted",
+            message=f"interrupted after iteration {done['t']}: the result holds the last completed iteration",
+            loglik=model.exact_loglik(theta), total_draws=done["total_draws"], draws=None,
+        )
     recent_se = loop.history["mcse"][-3:]
     noisy = bool(np.all(z_gamma * recent_se >= tol)) if recent_se.size else False
     if stopped_by == "max_iter" and (swamped or noisy):
@@ -228,6 +276,8 @@ def run_saem(
     n_consecutive=5,
     track_loglik=True,
     final_draws=400,
+    checkpoint=None,
+    _resume=None,
     **estep_options,
 ):
     """SAEM (Delyon, Lavielle & Moulines 1999).
@@ -241,9 +291,11 @@ def run_saem(
     parameter change stays below ``tol`` ``n_consecutive`` times after burn-in, or at max_iter.
     ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
     ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
+    ``checkpoint``: a file written after every iteration; :func:`mcem.resume` continues from it.
     """
     from .fit import _Loop
 
+    run_options = _options(locals(), estep_options)
     max_iter = 300 if max_iter is None else max_iter
     tol = 1e-3 if tol is None else tol
     burn_iter = max_iter // 3 if burn_iter is None else check_positive_int(burn_iter, "burn_iter", minimum=0)
@@ -258,71 +310,94 @@ def run_saem(
                     burn_iter=burn_iter, gain_exponent=gain_exponent, average=average, mstep=kind,
                     **es.settings)
     loop = _Loop(model, "saem", max_iter, callback, progress, settings)
-    rng_init, rng = rng.spawn(2)
-    state = es.init(theta, rng_init)
-    loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
-    s = None
-    memory = []  # (weight, draws) for the numerical path
-    avg, n_avg, hits, total_draws = None, 0, 0, 0
+    ckpt = _checkpointer(checkpoint, model, "saem", run_options)
+    if _resume is None:
+        rng_init, rng = rng.spawn(2)
+        state = es.init(theta, rng_init)
+        loop.record(0, theta, loglik=_track(model, theta, track_loglik), m=0)
+        # s: stochastic-approximation statistics; memory: (weight, draws) for the numerical path
+        st = dict(t=0, theta=theta, state=state, rng=rng, s=None, memory=[], avg=None, n_avg=0,
+                  hits=0, total_draws=0)
+    else:
+        st = _restore(loop, _resume)
+    theta, state, rng, s, memory = st["theta"], st["state"], st["rng"], st["s"], st["memory"]
+    avg, n_avg, hits, total_draws = st["avg"], st["n_avg"], st["hits"], st["total_draws"]
+    done = dict(st)
     stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
-    for k in range(1, max_iter + 1):
-        res = es.run(theta, state, draws_per_chain, rng)
-        draws, state = res.draws, res.state
-        total_draws += draws_per_chain * es.n_chains
-        g = saem_gain(k, burn_iter, gain_exponent)
-        old = theta
-        if kind == "closed_form":
-            flat = {n: v.reshape((-1,) + v.shape[2:]) for n, v in draws.items()}
-            S = model.sufficient_stats_fn(flat, model.data)
-            s = S if s is None else {n: s[n] + g * (np.asarray(S[n]) - s[n]) for n in s}
-            s = {n: np.asarray(v, dtype=float) for n, v in s.items()}
-            try:
-                theta = model.check_theta(model.mstep_fn(s, model.data), "M step result")
-                ok_m = True
-            except ValueError:
-                ok_m = False
-        else:
-            memory = [(w * (1 - g), d) for w, d in memory if w * (1 - g) >= memory_tol] + [(g, draws)]
-            wsum = sum(w for w, _ in memory)
-
-            def q(th, memory=memory, wsum=wsum):
-                return sum(w * M.q_hat(model, th, d) for w, d in memory) / wsum
-
-            u0 = model.to_unconstrained(theta)
-            from scipy import optimize
-
-            def f(u):
-                with np.errstate(all="ignore"):
-                    v = -q(model.from_unconstrained(u))
-                return v if np.isfinite(v) else np.inf
-
-            r = optimize.minimize(f, u0, method="L-BFGS-B", options=dict(optimizer_options or {}))
-            theta, ok_m = model.from_unconstrained(r.x), bool(r.success)
-        if k > burn_iter:
-            n_avg += 1
-            avg = {n: v.copy() for n, v in theta.items()} if avg is None else {
-                n: avg[n] + (theta[n] - avg[n]) / n_avg for n in theta}
-        row = dict(loglik=_track(model, theta, track_loglik), m=draws_per_chain * es.n_chains,
-                   gain=g, mstep_success=ok_m, memory=len(memory))
-        row.update(_diag_values(res.diagnostics))
-        stop_cb = loop.record(k, theta, **row)
-        if k > burn_iter:
-            u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
-            small = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
-            hits = hits + 1 if small else 0
-            if hits >= n_consecutive:
-                stopped_by, converged = "tol", True
-                message = f"converged: relative parameter change below tol={tol:g} {n_consecutive} times in a row after burn-in"
+    try:
+        for k in range(st["t"] + 1, max_iter + 1):
+            res = es.run(theta, state, draws_per_chain, rng)
+            draws, state = res.draws, res.state
+            total_draws += draws_per_chain * es.n_chains
+            g = saem_gain(k, burn_iter, gain_exponent)
+            old = theta
+            if kind == "closed_form":
+                flat = {n: v.reshape((-1,) + v.shape[2:]) for n, v in draws.items()}
+                S = model.sufficient_stats_fn(flat, model.data)
+                s = S if s is None else {n: s[n] + g * (np.asarray(S[n]) - s[n]) for n in s}
+                s = {n: np.asarray(v, dtype=float) for n, v in s.items()}
+                try:
+                    theta = model.check_theta(model.mstep_fn(s, model.data), "M step result")
+                    ok_m = True
+                except ValueError:
+                    ok_m = False
+            else:
+                memory = [(w * (1 - g), d) for w, d in memory if w * (1 - g) >= memory_tol] + [(g, draws)]
+                theta, ok_m = _maximise_memory(model, theta, memory, optimizer_options)
+            if k > burn_iter:
+                n_avg += 1
+                avg = {n: v.copy() for n, v in theta.items()} if avg is None else {
+                    n: avg[n] + (theta[n] - avg[n]) / n_avg for n in theta}
+            row = dict(loglik=_track(model, theta, track_loglik), m=draws_per_chain * es.n_chains,
+                       gain=g, mstep_success=ok_m, memory=len(memory))
+            row.update(_diag_values(res.diagnostics))
+            stop_cb = loop.record(k, theta, **row)
+            if k > burn_iter:
+                u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
+                small = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
+                hits = hits + 1 if small else 0
+                if hits >= n_consecutive:
+                    stopped_by, converged = "tol", True
+                    message = (f"converged: relative parameter change below tol={tol:g} "
+                               f"{n_consecutive} times in a row after burn-in")
+                    break
+            if stop_cb:
+                stopped_by, message = "callback", "stopped by the callback"
                 break
-        if stop_cb:
-            stopped_by, message = "callback", "stopped by the callback"
-            break
+            done = dict(t=k, theta=theta, state=state, rng=rng, s=s, memory=memory, avg=avg,
+                        n_avg=n_avg, hits=hits, total_draws=total_draws)
+            if ckpt is not None:
+                ckpt.save(done, loop.history)
+    except KeyboardInterrupt:
+        loop.history.truncate(done["t"] + 1)
+        last = done["avg"] if (average and done["avg"] is not None) else done["theta"]
+        return loop.finish(
+            last, converged=False, stopped_by="interrupted",
+            message=f"interrupted after iteration {done['t']}: the result holds the last completed iteration",
+            loglik=model.exact_loglik(last), total_draws=done["total_draws"], draws=None,
+        )
     final = avg if (average and avg is not None) else theta
     per_chain = max(1, math.ceil(check_positive_int(final_draws, "final_draws") / es.n_chains))
     last = es.run(final, state, per_chain, rng, burn=es.burn)  # draws at the estimate, for inference
     return loop.finish(final, converged=converged, stopped_by=stopped_by, message=message,
                        loglik=model.exact_loglik(final), total_draws=total_draws + per_chain * es.n_chains,
                        draws=last.draws)
+
+
+def _maximise_memory(model, theta, memory, optimizer_options):
+    """Maximise the weighted memory of Monte Carlo Q estimates (SAEM without statistics)."""
+    from scipy import optimize
+
+    wsum = sum(w for w, _ in memory)
+
+    def f(u):
+        th = model.from_unconstrained(u)
+        with np.errstate(all="ignore"):
+            v = -sum(w * M.q_hat(model, th, d) for w, d in memory) / wsum
+        return v if np.isfinite(v) else np.inf
+
+    r = optimize.minimize(f, model.to_unconstrained(theta), method="L-BFGS-B", options=dict(optimizer_options or {}))
+    return model.from_unconstrained(r.x), bool(r.success)
 
 
 def _enumerated_q(model, theta_t):

@@ -155,7 +155,7 @@ def _run_em(model, theta, *, rng, max_iter, tol, callback, progress):
     return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message, loglik=ll)
 
 
-_COMMON = ("model", "theta", "rng", "max_iter", "tol", "callback", "progress")
+_COMMON = ("model", "theta", "rng", "max_iter", "tol", "callback", "progress", "_resume")
 
 
 class _Lazy:
@@ -216,6 +216,11 @@ def fit(
         Called with each iteration's history row (a dict); returning True stops the run.
     progress : bool, optional
         Show a progress bar; default: only when stderr is a terminal.
+    checkpoint : str or path, optional (``method="mcem"`` and ``"saem"``)
+        Write the full state of the run (parameters, history, chain states, adaptation, random
+        generators, schedule) to this file after every iteration, atomically and without
+        pickle; :func:`mcem.resume` continues from it with the same result as an uninterrupted
+        run. Ctrl-C during a fit returns the partial result with ``stopped_by="interrupted"``.
     **options
         Options of the chosen method (for example ``sampler``, ``n_chains``, ``m_max``,
         ``schedule`` for MCEM); an unknown option raises ``TypeError`` listing the known ones.

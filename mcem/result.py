@@ -24,6 +24,10 @@ class History:
     def __len__(self):
         return len(self._rows)
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows (after an interrupted iteration)."""
+        del self._rows[n:]
+
     def __iter__(self):
         return iter(self._rows)
 
