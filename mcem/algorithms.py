@@ -191,6 +191,14 @@ def run_mcem(
                 appended += 1
             n_kept = per_chain * n_chains
             total_draws += n_kept
+            if not info.success:
+                warnings.warn(
+                    f"mcem: the M step of iteration {t} did not succeed ({info.message}); "
+                    "the history flags it (mstep_success=False)"
+                    + ("; the previous parameters are kept" if new is theta else ""),
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
             swamped_now = lower <= 0
             swamped = swamped + 1 if swamped_now else 0
             upper = dq + z_gamma * se

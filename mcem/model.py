@@ -127,7 +127,15 @@ class Continuous(LatentSpec):
 def _as_float_dict(theta, name):
     if not isinstance(theta, Mapping):
         raise TypeError(f"{name} must be a dict of parameter arrays, got {type(theta).__name__}")
-    return {k: np.array(v, dtype=float) for k, v in theta.items()}
+    out = {}
+    for k, v in theta.items():
+        try:
+            out[k] = np.array(v, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name}[{k!r}] must be numeric (a float array), got {type(v).__name__} {v!r}"
+            ) from None
+    return out
 
 
 class Model:

@@ -1,0 +1,100 @@
+"""Bad input at every public entry point, as a matrix: each case names the argument."""
+
+import numpy as np
+import pytest
+from test_algorithms import linkage_model
+
+import mcem
+from mcem import constraints as C
+from mcem import dist
+
+
+def re_model(log_joint=None, data=None):
+    y = np.array([0.3, -1.2, 2.0]) if data is None else data
+
+    def good(theta, z, data):
+        return -0.5 * (data - z["u"]) ** 2 - 0.5 * (z["u"] - theta["mu"]) ** 2
+
+    return mcem.Model(log_joint or good, params={"mu": C.real}, latents={"u": mcem.Continuous(shape=3, unit=True)},
+                      data=y)
+
+
+@mcem.model
+def ppl_model(m, y):
+    mu = m.param("mu")
+    u = m.latent("u", dist.Normal(mu, 1.0), shape=y.size, unit=True)
+    m.observe("y", dist.Normal(u, 1.0), y, unit_index=np.arange(y.size))
+
+
+X = np.random.default_rng(0).normal(size=(40, 2))
+GM = mcem.models.gaussian_mixture(X, 2)
+TH = GM.default_theta()
+
+CASES = [
+    # (entry point, what, callable, exception, message regex)
+    ("Model", "NaN in data", lambda: re_model(data=np.array([1.0, np.nan, 0.0])), ValueError, r"data must be finite, got 1 NaN"),
+    ("Model", "inf in data", lambda: re_model(data=np.array([1.0, np.inf, 0.0])), ValueError, r"data must be finite, got 0 NaN and 1 inf"),
+    ("Model", "empty data", lambda: re_model(data=np.zeros(0)), ValueError, r"data is empty"),
+    ("Model", "params not constraints", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": 1.0}, latents={}), TypeError, r"params\['mu'\] must be a continuous constraint"),
+    ("Model", "latent spec of the wrong type", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": C.real}, latents={"u": 3}), TypeError, r"latents\['u'\] must be mcem.Discrete"),
+    ("Model", "unknown extra", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": C.real}, latents={}, mstep=3), TypeError, r"mstep must be callable or None, got int"),
+    ("ppl", "NaN in observed data", lambda: ppl_model(y=np.array([1.0, np.nan])), ValueError, r"data\['y'\] must be finite"),
+    ("ppl", "missing data argument", lambda: ppl_model(), TypeError, r"ppl_model: missing a required argument: 'y'"),
+    ("fit", "theta0 outside its constraint", lambda: mcem.fit(GM, {**TH, "weights": np.array([0.9, 0.9])}), ValueError, r"theta0\['weights'\] must lie in simplex\(2\)"),
+    ("fit", "theta0 missing a parameter", lambda: mcem.fit(GM, {"means": TH["means"]}), ValueError, r"theta0 is missing parameter\(s\) \['covariances', 'weights'\]"),
+    ("fit", "theta0 of the wrong shape", lambda: mcem.fit(GM, {**TH, "means": np.zeros(5)}), ValueError, r"theta0\['means'\] must have shape \(2, 2\), got shape \(5,\)"),
+    ("fit", "theta0 with strings", lambda: mcem.fit(GM, {**TH, "means": "a"}), TypeError, r"theta0\['means'\] must be numeric \(a float array\), got str 'a'"),
+    ("fit", "unknown method", lambda: mcem.fit(GM, method="mcmc"), ValueError, r"method must be one of \['em', 'gem', 'mcem', 'saem'\], got 'mcmc'"),
+    ("fit", "unknown option", lambda: mcem.fit(GM, method="mcem", n_chain=2), TypeError, r"method='mcem' got unknown option\(s\) \['n_chain'\]"),
+    ("fit", "unknown sampler", lambda: mcem.fit(GM, method="mcem", sampler="nuts"), ValueError, r"sampler"),
+    ("fit", "unknown schedule", lambda: mcem.fit(GM, method="mcem", schedule="fast"), ValueError, r"schedule must be 'ascent'"),
+    ("fit", "unknown mstep", lambda: mcem.fit(GM, method="mcem", mstep="newton"), ValueError, r"mstep must be one of"),
+    ("fit", "bad n_chains", lambda: mcem.fit(GM, method="mcem", n_chains=0), ValueError, r"n_chains must be an int >= 1, got 0"),
+    ("fit", "bad rng", lambda: mcem.fit(GM, rng=1.5), TypeError, r"rng must be None, an int seed or a numpy.random.Generator, got float"),
+    ("fit", "negative seed", lambda: mcem.fit(GM, rng=-1), ValueError, r"rng must be a non-negative int seed, got -1"),
+    ("fit", "log_joint raises", lambda: mcem.fit(re_model(lambda t, z, d: 1 / 0), {"mu": 0.0}, method="mcem"), ZeroDivisionError, r"log_joint raised ZeroDivisionError"),
+    ("fit", "log_joint returns NaN", lambda: mcem.fit(re_model(lambda t, z, d: np.full(z["u"].shape, np.nan)), {"mu": 0.0}, method="mcem"), ValueError, r"log_joint returned NaN"),
+    ("fit", "log_joint returns +inf", lambda: mcem.fit(re_model(lambda t, z, d: np.full(z["u"].shape, np.inf)), {"mu": 0.0}, method="mcem"), ValueError, r"log_joint returned \+inf"),
+    ("fit", "log_joint of the wrong shape", lambda: mcem.fit(re_model(lambda t, z, d: np.zeros(7)), {"mu": 0.0}, method="mcem"), ValueError, r"log_joint must return one value per batch element"),
+    ("fit", "log_joint returns strings", lambda: mcem.fit(re_model(lambda t, z, d: np.array(["x", "y"])), {"mu": 0.0}, method="mcem"), TypeError, r"log_joint must return a float array"),
+    ("fit", "initial latents with zero density", lambda: mcem.fit(re_model(lambda t, z, d: np.full(z["u"].shape, -np.inf)), {"mu": 0.0}, method="mcem"), ValueError, r"log_joint is -inf at theta0 and the initial latents"),
+    ("resume", "not a model", lambda: mcem.resume("x.mcem", model="m"), TypeError, r"model must be an mcem.Model, got str"),
+    ("resume", "missing file", lambda: mcem.resume("/nonexistent/x.mcem", linkage_model()), FileNotFoundError, r"checkpoint '/nonexistent/x.mcem' does not exist"),
+    ("compare", "unknown method", lambda: mcem.compare(GM, methods=("em", "newton")), ValueError, r"methods must be among"),
+    ("compare", "not a model", lambda: mcem.compare(X), TypeError, r"model must be an mcem.Model, got ndarray"),
+    ("gaussian_mixture", "NaN in X", lambda: mcem.models.gaussian_mixture(np.array([[1.0, np.nan]] * 5), 2), ValueError, r"X must be finite, got 5 NaN"),
+    ("gaussian_mixture", "3-D X", lambda: mcem.models.gaussian_mixture(np.zeros((2, 2, 2)), 2), ValueError, r"X must be 2-D"),
+    ("GaussianMixture", "bad covariance_type", lambda: mcem.models.GaussianMixture(2, covariance_type="tied").fit(X), ValueError, r"covariance_type must be one of \['diag', 'full', 'spherical'\], got 'tied'"),
+    ("GaussianMixture", "more components than samples", lambda: mcem.models.GaussianMixture(50).fit(X), ValueError, r"X must have at least n_components=50 samples, got 40"),
+    ("EStep", "not a model", lambda: mcem.EStep("m"), TypeError, r"model must be an mcem.Model, got str"),
+    ("load_result", "not a result file", lambda: mcem.load_result(__file__), ValueError, r"test_bad_input.py"),
+]
+
+
+@pytest.mark.parametrize("entry, what, call, exc, match", CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])
+def test_bad_input_gets_a_clear_error(entry, what, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_a_sampler_that_never_accepts_warns_and_flags_the_history():
+    def stuck(theta, z, data):  # zero density everywhere but the initial point u = 0
+        u = z["u"]
+        return np.where(u == 0.0, -0.5 * (u - theta["mu"]) ** 2, -np.inf)
+
+    model = re_model(stuck)
+    with pytest.warns(mcem.MonteCarloWarning, match="acceptance"):
+        res = mcem.fit(model, {"mu": 0.5}, method="mcem", sampler="rwm", max_iter=3, tol=1e-12,
+                       schedule="fixed", m_init=40, rng=0)
+    assert np.all(res.history["low_acceptance"][1:] == 1.0)
+    assert np.all(np.isfinite(res.params["mu"]))
+
+
+def test_an_mstep_that_fails_keeps_the_last_good_theta_and_warns():
+    m = linkage_model()
+    broken = mcem.Model(m.log_joint_fn, params=m.params, latents=m.latents, init={"t": 0.3},
+                        sufficient_stats=m.sufficient_stats_fn, mstep=lambda s, d: {"t": 1.5})
+    with pytest.warns(mcem.ConvergenceWarning, match="M step of iteration 1 did not succeed"):
+        res = mcem.fit(broken, method="mcem", max_iter=2, tol=1e-12, rng=0, schedule="fixed", m_init=20)
+    assert not res.history["mstep_success"][1]
+    assert res.params["t"] == pytest.approx(0.3)
