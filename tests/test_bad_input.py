@@ -98,3 +98,11 @@ def test_an_mstep_that_fails_keeps_the_last_good_theta_and_warns():
         res = mcem.fit(broken, method="mcem", max_iter=2, tol=1e-12, rng=0, schedule="fixed", m_init=20)
     assert not res.history["mstep_success"][1]
     assert res.params["t"] == pytest.approx(0.3)
+
+
+def test_the_docs_list_every_case_of_the_matrix():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    missing = [f"{e}: {w}" for e, w, *_ in CASES if f"| {e} | {w} |" not in doc]
+    assert not missing, f"docs/errors.md lacks rows for {missing}"
