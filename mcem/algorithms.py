@@ -515,4 +515,5 @@ def run_gem(
             stopped_by, message = "callback", "stopped by the callback"
             break
     return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message,
-                       loglik=ll if exact else model.exact_loglik(theta))
+                       loglik=ll if exact else model.exact_loglik(theta),
+                       **({} if exact else {"draws": draws, "total_draws": t * per_chain * es.n_chains}))

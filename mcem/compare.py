@@ -47,10 +47,13 @@ class Comparison:
             se = standard_errors.get(name)
             if ref is None or name == reference or se is None:
                 continue
-            self.distance_se[name] = {
-                k: (np.asarray(r.params[k]) - np.asarray(ref.params[k])) / np.asarray(se[k])
-                for k in r.params
-            }
+            with np.errstate(divide="ignore", invalid="ignore"):  # fixed parameters have SE 0
+                self.distance_se[name] = {
+                    k: np.where(np.asarray(se[k]) > 0,
+                                (np.asarray(r.params[k]) - np.asarray(ref.params[k])) / np.asarray(se[k]),
+                                np.nan)
+                    for k in r.params
+                }
         self.rows = []
         for name, r in results.items():
             try:
@@ -154,7 +157,8 @@ def compare(model, methods=("em", "mcem", "saem"), theta0=None, *, rng=None, opt
     theta0 : dict, optional
         The common start (default: the model's initial values).
     rng : None, int or Generator
-        Each method gets its own child generator, so adding a method does not change the others.
+        Each method gets its own child generator, by position: appending a method leaves the
+        results of the earlier ones unchanged.
     options : dict, optional
         Method name -> dict of extra keyword arguments for :func:`mcem.fit`.
     standard_errors : bool

@@ -44,7 +44,7 @@ class EStepState(NamedTuple):
 
     @property
     def z(self) -> dict:
-        """Current latents, dict name -> array (chains, *latent_shape)."""
+        """Current latents, dict name -> array of shape ``(chains, *latent_shape)``."""
         return dict(self.kernel_state.z)
 
 

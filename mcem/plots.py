@@ -145,6 +145,9 @@ def _draw_path(ax, hist, name, reference=None, ref_hist=None):
 def plot_paths(result, params=None, reference=None, *, max_panels=12, ncols=None, fig=None):
     """Parameter paths over the iterations, one panel per parameter.
 
+    Scalar parameters give one line; an array parameter gives one line per element, labelled
+    like ``means[0,1]``.
+
     Parameters
     ----------
     result : FitResult
@@ -159,9 +162,6 @@ def plot_paths(result, params=None, reference=None, *, max_panels=12, ncols=None
         Columns of the panel grid (default up to 3).
     fig : Figure or SubFigure, optional
         Draw into this figure instead of a new one.
-
-    Scalar parameters give one line; an array parameter gives one line per element, labelled
-    like ``means[0,1]``.
     """
     hist = _history(result)
     names = _param_names(hist, params)

@@ -16,7 +16,7 @@ __all__ = ["Fixed", "Geometric", "UserSchedule", "Ascent", "BoothHobert", "make_
 
 
 class Fixed:
-    """The same number of draws per chain at every iteration."""
+    """The same number of draws (in all, over the chains) at every iteration."""
 
     name = "fixed"
 

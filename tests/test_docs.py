@@ -1,6 +1,6 @@
 """The documentation works: its code examples run, and Sphinx builds it without a warning.
 
-* Every fenced ``python`` block of ``README.md`` and ``docs/*.md`` is executed, in order, one
+* Every fenced ``python`` block of ``README.md``, ``docs/*.md`` and ``docs/examples/*.md`` is executed, in order, one
   namespace per file (the blocks of a page share state, as a reader running them would), in a
   temporary working directory so that files written by examples land there. A block whose info
   string is not plain ``python`` (``python no-run``, ``text``, ``bash``, ...) is skipped.
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-DOC_FILES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+DOC_FILES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("examples/*.md"))]
 
 # An opening fence of three or more backticks or tildes with its info string, the body, and a
 # closing fence of the same character at least as long (CommonMark). Fences may be indented by up
