@@ -36,3 +36,19 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
         for k, d in comparison.distance_se[name].items():
             assert np.nanmax(np.abs(d)) < 0.5, (name, k)
         assert results[name].total_draws > 0
+
+
+@pytest.mark.parametrize("name", ["factor_analysis", "missing_normal"])
+def test_gaussian_latent_examples_reach_exact_em(name, tmp_path, capsys):
+    """Reduced size; both Monte Carlo fits land within a fraction of a standard error of EM."""
+    ex = load(name)
+    sim = ex.simulate(N=150, seed=5)
+    X = sim[1] if isinstance(sim, tuple) else sim
+    out = ex.run(seed=2, out=str(tmp_path / "ex.png"), X=X)
+    assert (tmp_path / "ex.png").stat().st_size > 5_000
+    assert "em" in capsys.readouterr().out
+    cmp = out["comparison"]
+    em_ll = cmp.results["em"]["loglik"]
+    for m, d in cmp.distance_se.items():
+        assert np.nanmax([np.nanmax(np.abs(v)) for v in d.values()]) < 1.0, m
+        assert cmp.results[m]["loglik"] == pytest.approx(em_ll, abs=0.1)
