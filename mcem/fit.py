@@ -88,7 +88,7 @@ def _split_estep(out):
     return out, None
 
 
-def _run_em(model, theta, *, rng, max_iter, tol, callback, progress):
+def _run_em(model, theta, *, rng, max_iter, tol, callback, progress, checkpoint=None, _resume=None):
     """Exact EM with the model's closed-form E and M steps."""
     if not model.has_exact_em:
         missing = [n for n, f in [("exact_estep", model.exact_estep_fn), ("mstep", model.mstep_fn)] if f is None]
@@ -107,12 +107,20 @@ def _run_em(model, theta, *, rng, max_iter, tol, callback, progress):
             ll = model.exact_loglik(th)
         return stats, ll
 
-    stats, ll = estep(theta)
-    loop.record(0, theta, loglik=np.nan if ll is None else ll)
+    from .algorithms import _checkpointer, _restore
+
+    ckpt = _checkpointer(checkpoint, model, "em", {"max_iter": max_iter, "tol": tol})
+    start, decreases = 1, 0
+    if _resume is None:
+        stats, ll = estep(theta)
+        loop.record(0, theta, loglik=np.nan if ll is None else ll)
+    else:  # the E step is deterministic: recompute it at the checkpoint's parameters
+        st = _restore(loop, _resume)
+        theta, start, decreases = st["theta"], st["t"] + 1, st["decreases"]
+        stats, ll = estep(theta)
     u_prev = model.to_unconstrained(theta)
     stopped_by, message, converged = "max_iter", f"reached max_iter={max_iter}", False
-    decreases = 0
-    for it in range(1, max_iter + 1):
+    for it in range(start, max_iter + 1):
         new = model.mstep_fn(stats, data)
         try:
             new = model.check_theta(new, "M step result")
@@ -144,6 +152,8 @@ def _run_em(model, theta, *, rng, max_iter, tol, callback, progress):
         if stop:
             stopped_by, message = "callback", "stopped by the callback"
             break
+        if ckpt is not None:
+            ckpt.save({"t": it, "theta": theta, "decreases": int(decreases)}, loop.history)
     if decreases:
         note = (
             f"the log-likelihood decreased in {decreases} iteration(s); exact EM never decreases "
@@ -216,7 +226,7 @@ def fit(
         Called with each iteration's history row (a dict); returning True stops the run.
     progress : bool, optional
         Show a progress bar; default: only when stderr is a terminal.
-    checkpoint : str or path, optional (``method="mcem"`` and ``"saem"``)
+    checkpoint : str or path, optional (``method="em"``, ``"mcem"`` and ``"saem"``)
         Write the full state of the run (parameters, history, chain states, adaptation, random
         generators, schedule) to this file after every iteration, atomically and without
         pickle; :func:`mcem.resume` continues from it with the same result as an uninterrupted

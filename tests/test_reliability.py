@@ -217,3 +217,16 @@ def test_memory_stays_flat_over_many_mcem_iterations():
     assert per_iter < 8_000, f"{per_iter:.0f} bytes per iteration"
     # the draws are not accumulated: only the last E step's are kept
     assert res.draws["x2"].shape == (2, 8)
+
+
+def test_exact_em_checkpoint_and_resume(tmp_path):
+    X = mixture(4, N=150)
+    model = gaussian_mixture(X, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = mcem.fit(model, max_iter=30, tol=0.0)
+        mcem.fit(model, max_iter=12, tol=0.0, checkpoint=tmp_path / "em.ckpt")
+        resumed = mcem.resume(tmp_path / "em.ckpt", model, max_iter=30)
+    np.testing.assert_array_equal(full.history["loglik"], resumed.history["loglik"])
+    for k in full.params:
+        np.testing.assert_array_equal(full.params[k], resumed.params[k])
