@@ -181,9 +181,22 @@ def gradient_ascent(model, theta0, q, *, n_steps=1, step_size=0.1, grad=None, ma
 def per_draw_scores(model, theta, draws, h=1e-5):
     """Scores of log p(x, z_j; theta) in the unconstrained coordinates, per draw: (chain, draw, p).
 
-    Central finite differences; each difference evaluates all draws in one vectorised call.
+    From the model's ``grad_params`` when it has one (chain rule through the transforms, whose
+    Jacobian is taken once by differences of the transforms alone); otherwise central finite
+    differences, each evaluating all draws in one vectorised call.
     """
     u = model.to_unconstrained(theta)
+    if model.grad_params_fn is not None:
+        from .inference import constrained_jacobian
+
+        g = model.grad_params_fn(theta, draws, model.data)
+        batch = next(iter(draws.values())).shape[:2]
+        flat = np.concatenate(
+            [np.broadcast_to(np.asarray(g[n], dtype=float), batch + model.params[n].shape).reshape(batch + (-1,))
+             for n in model.param_names],
+            axis=-1,
+        )
+        return flat @ constrained_jacobian(model, u)
     out = []
     for i in range(u.size):  # a loop over parameters, not over draws or units
         step = h * max(1.0, abs(u[i]))

@@ -204,3 +204,19 @@ def test_loglik_by_enumerating_a_small_discrete_latent():
     p2 = np.array([0.5 + 0.15, 0.1, 0.1, 0.15])
     assert est.method.startswith("exact") and est.mcse == 0
     assert est2.value - est.value == pytest.approx(np.sum(COUNTS * (np.log(p2) - np.log(p))), rel=1e-10)
+
+
+def test_analytic_scores_from_grad_params_match_finite_differences():
+    from test_algorithms import _glmm_draws, lowlevel_logit_ri
+
+    from mcem import mstep
+
+    X, y, group, G, draws = _glmm_draws(5)
+    with_g = lowlevel_logit_ri(X, y, group, G, True)
+    without = lowlevel_logit_ri(X, y, group, G, False)
+    theta = {"beta": np.array([0.2, -0.5]), "sigma": np.array(0.9)}
+    np.testing.assert_allclose(mstep.per_draw_scores(with_g, theta, draws),
+                               mstep.per_draw_scores(without, theta, draws), rtol=1e-5, atol=1e-6)
+    a, b = standard_errors(with_g, theta, draws), standard_errors(without, theta, draws)
+    for k in a.se:
+        np.testing.assert_allclose(a.se[k], b.se[k], rtol=1e-4)
