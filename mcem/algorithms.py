@@ -486,6 +486,8 @@ def run_gem(
     sampler="auto",
     m=200,
     n_consecutive=3,
+    checkpoint=None,
+    _resume=None,
     **estep_options,
 ):
     """Generalized EM: the M step takes ``n_steps`` gradient-ascent steps on Q (with backtracking,
@@ -494,9 +496,11 @@ def run_gem(
     (``m`` draws per iteration).
     ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
     ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
+    ``checkpoint``: a file written after every iteration; :func:`mcem.resume` continues from it.
     """
     from .fit import _Loop
 
+    run_options = _options(locals(), estep_options)
     max_iter = 500 if max_iter is None else max_iter
     tol = 1e-8 if tol is None else tol
     n_steps = check_positive_int(n_steps, "n_steps")
@@ -517,18 +521,28 @@ def run_gem(
     loop = _Loop(model, "gem", max_iter, callback, progress,
                  dict(method="gem", max_iter=max_iter, tol=tol, n_steps=n_steps, step_size=step_size,
                       estep="exact" if exact else "mc", m=None if exact else m))
-    if exact:
-        q, ll = _enumerated_q(model, theta)
-    else:
+    ckpt = _checkpointer(checkpoint, model, "gem", run_options)
+    start, hits, state = 1, 0, None
+    if not exact:
         es = _estep(model, sampler, estep_options)
-        rng_init, rng = rng.spawn(2)
-        state = es.init(theta, rng_init)
         per_chain = max(1, math.ceil(check_positive_int(m, "m") / es.n_chains))
-        ll = _track(model, theta, True)
-    loop.record(0, theta, loglik=ll)
+    if _resume is not None:
+        st = _restore(loop, _resume)
+        theta, start, hits, state, rng = st["theta"], st["t"] + 1, st["hits"], st["state"], st["rng"]
+        ll = loop.history["loglik"][-1]
+        if exact:
+            q, ll = _enumerated_q(model, theta)
+    else:
+        if exact:
+            q, ll = _enumerated_q(model, theta)
+        else:
+            rng_init, rng = rng.spawn(2)
+            state = es.init(theta, rng_init)
+            ll = _track(model, theta, True)
+        loop.record(0, theta, loglik=ll)
     stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
-    hits = 0
-    for t in range(1, max_iter + 1):
+    t = start - 1
+    for t in range(start, max_iter + 1):
         if not exact:
             res = es.run(theta, state, per_chain, rng)
             draws, state = res.draws, res.state
@@ -557,6 +571,10 @@ def run_gem(
         if stop_cb:
             stopped_by, message = "callback", "stopped by the callback"
             break
+        if ckpt is not None:
+            ckpt.save({"t": t, "theta": theta, "hits": hits, "state": state, "rng": rng}, loop.history)
+    if not exact and t < start:  # resumed at or past max_iter: one E step for the result's draws
+        draws = es.run(theta, state, per_chain, rng).draws
     return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message,
                        loglik=ll if exact else model.exact_loglik(theta),
                        **({} if exact else {"draws": draws, "total_draws": t * per_chain * es.n_chains}))

@@ -226,7 +226,7 @@ def fit(
         Called with each iteration's history row (a dict); returning True stops the run.
     progress : bool, optional
         Show a progress bar; default: only when stderr is a terminal.
-    checkpoint : str or path, optional (``method="em"``, ``"mcem"`` and ``"saem"``)
+    checkpoint : str or path, optional
         Write the full state of the run (parameters, history, chain states, adaptation, random
         generators, schedule) to this file after every iteration, atomically and without
         pickle; :func:`mcem.resume` continues from it with the same result as an uninterrupted

@@ -230,3 +230,17 @@ def test_exact_em_checkpoint_and_resume(tmp_path):
     np.testing.assert_array_equal(full.history["loglik"], resumed.history["loglik"])
     for k in full.params:
         np.testing.assert_array_equal(full.params[k], resumed.params[k])
+
+
+@pytest.mark.parametrize("estep", ["exact", "mc"])
+def test_gem_checkpoint_and_resume(tmp_path, estep):
+    X = mixture(5, N=120)
+    model = gaussian_mixture(X, 2)
+    opts = dict(method="gem", estep=estep, step_size=0.02, tol=0.0, m=40, n_chains=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = mcem.fit(model, rng=3, max_iter=10, **opts)
+        mcem.fit(model, rng=3, max_iter=4, checkpoint=tmp_path / "g.ckpt", **opts)
+        resumed = mcem.resume(tmp_path / "g.ckpt", model, max_iter=10)
+    np.testing.assert_array_equal(full.history.params("means"), resumed.history.params("means"))
+    np.testing.assert_array_equal(full.history["loglik"], resumed.history["loglik"])
