@@ -78,6 +78,62 @@ def _optimism(model, kind, theta_hat, draws, optimizer_options):
     return float(max(d, 0.0) / 8.0) if np.isfinite(d) else 0.0
 
 
+def _clone_rng(rng):
+    from .checkpoint import _Packer, _Unpacker
+
+    p = _Packer()
+    return _Unpacker(p.arrays).unpack(p.pack(rng))
+
+
+class _StreamedDraws:
+    """Draws that are not kept: running sufficient statistics plus what replays them."""
+
+    def __init__(self, model):
+        self.model = model
+        self.sums, self.count, self.blocks = None, 0, []
+
+    def add(self, z):
+        st = self.model.sufficient_stats_fn(z, self.model.data)  # averaged over the chains
+        st = {k: np.asarray(v, dtype=float) for k, v in st.items()}
+        self.sums = st if self.sums is None else {k: self.sums[k] + st[k] for k in st}
+        self.count += 1
+
+    def merge(self, other):
+        self.sums = {k: self.sums[k] + other.sums[k] for k in self.sums}
+        self.count += other.count
+        self.blocks += other.blocks
+
+    def mstep(self, theta):
+        stats = {k: v / self.count for k, v in self.sums.items()}
+        try:
+            return self.model.check_theta(self.model.mstep_fn(stats, self.model.data), "M step result"), \
+                M.MStepInfo(True, 1, 1, "closed form (streamed)")
+        except ValueError as exc:
+            return theta, M.MStepInfo(False, 0, 0, str(exc))
+
+    def delta_q(self, es, new, old):
+        """Replay every block of this iteration's chains; per-draw differences of log p."""
+        parts = []
+        for state, rng, n, burn in self.blocks:
+            rows = []
+
+            def diff(z, rows=rows):
+                rows.append(self.model.log_joint_sum(new, z, 1) - self.model.log_joint_sum(old, z, 1))
+
+            es.run(old, state, n, _clone_rng(rng), burn=burn, keep=False, reducer=diff)
+            parts.append(np.stack(rows, axis=1))  # (chain, draw)
+        d = np.concatenate(parts, axis=1)
+        return float(np.mean(d)), M.mcse_of_mean(d)
+
+
+def _stream_run(es, model, theta, state, n, rng, burn=None):
+    """Run the chains keeping no draws; return the E-step result and the streamed statistics."""
+    acc = _StreamedDraws(model)
+    acc.blocks.append((state, _clone_rng(rng), n, burn))
+    res = es.run(theta, state, n, rng, burn=burn, keep=False, reducer=acc.add)
+    return res, acc
+
+
 def _concat(a, b):
     return {k: np.concatenate([a[k], b[k]], axis=1) for k in a}
 
@@ -149,6 +205,7 @@ def run_mcem(
     gamma=0.25,
     track_loglik=True,
     correct_optimism=False,
+    stream=False,
     checkpoint=None,
     _resume=None,
     **estep_options,
@@ -176,6 +233,12 @@ def run_mcem(
     the chains) and subtracted before the bounds are formed; the history records it as
     ``optimism``. Off by default, which is the published rule: with the correction the rule
     also stops sooner where EM itself is slow (small true delta-Q far from the optimum).
+
+    ``stream``: keep no draws. The closed-form M step accumulates the sufficient statistics draw
+    by draw; delta-Q is then computed by replaying the same chains from their saved state and
+    generator (identical draws, twice the sampling, memory independent of m). Needs the model's
+    sufficient statistics; the result has no ``draws`` (standard errors then need an exact
+    log-likelihood or a separate E step).
     """
     from .fit import _Loop
 
@@ -191,6 +254,12 @@ def run_mcem(
     gamma = check_positive_float(gamma, "gamma")
     sched = make_schedule(schedule, m_init, m_max)
     kind = _choose_mstep(model, mstep)
+    if stream and (kind != "closed_form" or correct_optimism or getattr(sched, "needs_covariance", False)):
+        raise ValueError(
+            "stream=True needs the closed-form M step (a model with sufficient_stats and mstep) and "
+            "works without correct_optimism and the booth-hobert schedule, which need the draws; got "
+            f"mstep={kind!r}, correct_optimism={correct_optimism}, schedule={sched.name!r}"
+        )
     settings = dict(method="mcem", max_iter=max_iter, tol=tol, m_init=m_init, m_max=m_max,
                     schedule=sched.name, mstep=kind, stop=stop, n_consecutive=n_consecutive,
                     **es.settings)
@@ -212,12 +281,20 @@ def run_mcem(
     try:
         for t in range(s["t"] + 1, max_iter + 1):
             per_chain = max(1, math.ceil(m / n_chains))
-            res = es.run(theta, state, per_chain, rng)
-            draws, state, diag = res.draws, res.state, res.diagnostics
+            if stream:
+                res, draws = _stream_run(es, model, theta, state, per_chain, rng)
+            else:
+                res = es.run(theta, state, per_chain, rng)
+                draws = res.draws
+            state, diag = res.state, res.diagnostics
             appended = 0
             while True:
-                new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
-                dq, se, _ = M.delta_q(model, new, theta, draws)
+                if stream:
+                    new, info = draws.mstep(theta)
+                    dq, se = draws.delta_q(es, new, theta)
+                else:
+                    new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
+                    dq, se, _ = M.delta_q(model, new, theta, draws)
                 optimism = 0.0
                 if correct_optimism and kind != "adam":
                     optimism = _optimism(model, kind, new, draws, optimizer_options)
@@ -228,8 +305,13 @@ def run_mcem(
                     break
                 extra = max(1, math.ceil(sched.append_size(n_kept) / n_chains))
                 extra = min(extra, max(1, math.ceil((m_max - n_kept) / n_chains)))
-                more = es.run(theta, state, extra, rng, burn=0)
-                draws, state = _concat(draws, more.draws), more.state
+                if stream:
+                    more, block = _stream_run(es, model, theta, state, extra, rng, burn=0)
+                    draws.merge(block)
+                else:
+                    more = es.run(theta, state, extra, rng, burn=0)
+                    draws = _concat(draws, more.draws)
+                state = more.state
                 per_chain += extra
                 appended += 1
             n_kept = per_chain * n_chains
@@ -299,6 +381,9 @@ def run_mcem(
         warnings.warn("mcem: " + message, MonteCarloWarning, stacklevel=3)
     # Draws at the final estimate (the loop's last draws are at the previous iterate), for
     # standard errors by Louis' identity and importance-sampling likelihoods.
+    if stream:
+        return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message,
+                           loglik=model.exact_loglik(theta), total_draws=total_draws, draws=None)
     final = es.run(theta, state, per_chain, rng)
     return loop.finish(
         theta, converged=converged, stopped_by=stopped_by, message=message,

@@ -357,3 +357,25 @@ def test_mcem_with_optimism_correction_records_it():
     res = mcem.fit(linkage_model(), method="mcem", rng=3, correct_optimism=True)
     assert res.converged and np.all(res.history["optimism"][1:] >= 0)
     assert abs(res.params["t"] - THETA_HAT) < 0.01
+
+
+@pytest.mark.filterwarnings("ignore::mcem.ConvergenceWarning")
+def test_streamed_mcem_follows_the_same_path_without_keeping_draws():
+    import tracemalloc
+
+    X = mixture(0, N=5000)
+    model = gaussian_mixture(X, 2)
+    runs, peaks = {}, {}
+    for stream in (False, True):
+        tracemalloc.start()
+        runs[stream] = mcem.fit(model, method="mcem", sampler="gibbs", rng=1, stream=stream,
+                                schedule="fixed", m_init=200, max_iter=6, tol=1e-12)
+        peaks[stream] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    a, b = runs[False], runs[True]
+    np.testing.assert_allclose(a.history.params("means"), b.history.params("means"), rtol=1e-10)
+    np.testing.assert_allclose(a.history["delta_q"], b.history["delta_q"], rtol=1e-8)
+    np.testing.assert_allclose(a.history["mcse"], b.history["mcse"], rtol=1e-8)
+    assert b.draws is None and peaks[True] < 0.3 * peaks[False], peaks
+    with pytest.raises(ValueError, match="stream=True needs the closed-form M step"):
+        mcem.fit(model, method="mcem", stream=True, correct_optimism=True)
