@@ -4,6 +4,7 @@ from . import constraints, datasets, diagnostics, io, kernels, models, plots
 from . import distributions as dist
 from .checkpoint import resume
 from .compare import Comparison, compare
+from .distributed import ShardedEStep
 from .estep import EStep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .fit import fit
@@ -22,6 +23,7 @@ __all__ = [
     "EStep",
     "FitResult",
     "History",
+    "ShardedEStep",
     "Model",
     "MonteCarloWarning",
     "compare",

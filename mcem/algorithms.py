@@ -28,7 +28,7 @@ def _options(local_vars, estep_options):
     """The options of a run, as given, for its checkpoint."""
     skip = {"model", "theta", "rng", "callback", "progress", "_resume", "checkpoint", "estep_options"}
     out = {k: v for k, v in local_vars.items() if k not in skip and not k.startswith("_")}
-    out.update(estep_options)
+    out.update({k: v for k, v in estep_options.items() if k != "executor"})  # never stored
     return out
 
 

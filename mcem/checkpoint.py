@@ -183,7 +183,7 @@ def load_checkpoint(path) -> dict:
         raise ValueError(f"checkpoint {path!r} is truncated or corrupted: {type(exc).__name__}: {exc}") from exc
 
 
-def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoint=True):
+def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoint=True, executor=None):
     """Continue a fit from its checkpoint.
 
     Parameters
@@ -199,6 +199,9 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
         A new iteration cap (default: the original one).
     checkpoint : bool
         Keep writing checkpoints to ``path`` (default True).
+    executor : concurrent.futures.Executor, optional
+        For a sharded E step (``shards=``): where the blocks run now. Executors are not stored;
+        any executor, or none, continues the run with the same result.
 
     Returns
     -------
@@ -224,6 +227,10 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
     options = dict(ck["options"])
     if max_iter is not None:
         options["max_iter"] = max_iter
+    if executor is not None:
+        if options.get("shards") is None:
+            raise ValueError("resume: executor is only for runs with a sharded E step (shards=k)")
+        options["executor"] = executor
     method = ck["method"]
     runner = METHODS[method]
     return runner(

@@ -178,7 +178,21 @@ class EStep:
     rhat_min_draws : int
         ``high_rhat`` is only raised with at least this many kept draws per chain (R-hat of a
         handful of draws is mostly noise); ``rhat_loglik`` is reported regardless.
+    shards : int, optional
+        Split the latent units into this many blocks and sample each block on its own (the
+        model needs :meth:`mcem.Model.subset`); returns a :class:`mcem.ShardedEStep`. The draws
+        depend on the seed and on ``shards``, not on the executor.
+    executor : concurrent.futures.Executor, optional
+        Run the blocks on it: a ``ProcessPoolExecutor``, or Dask's ``client.get_executor()``.
+        Needs ``shards``.
     """
+
+    def __new__(cls, model=None, sampler="auto", *args, shards=None, executor=None, **kwargs):
+        if cls is EStep and (shards is not None or executor is not None):
+            from .distributed import ShardedEStep
+
+            return object.__new__(ShardedEStep)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -194,6 +208,8 @@ class EStep:
         min_acceptance=0.05,
         max_rhat=1.05,
         rhat_min_draws=20,
+        shards=None,
+        executor=None,
     ):
         if not isinstance(model, Model):
             raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")

@@ -257,7 +257,7 @@ def fit(
     if "estep_options" in params:  # the Monte Carlo methods pass these on to mcem.EStep
         from .estep import EStep
 
-        known += [n for n in inspect.signature(EStep).parameters if n not in ("model", "sampler")]
+        known += [n for n in inspect.signature(EStep.__init__).parameters if n not in ("self", "model", "sampler")]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise TypeError(f"fit: method={method!r} got unknown option(s) {unknown}; its options are {known}")

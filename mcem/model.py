@@ -16,6 +16,7 @@ Inside the package parameters travel as one flat unconstrained vector (``to_unco
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable, Mapping
 
@@ -181,6 +182,13 @@ class Model:
         (shape ``batch + (n_units,)``), every term of the log joint that involves the unit; terms
         free of the latent may be left out. For models with several unit latents whose units
         differ (crossed random effects), so that a sampler can update one latent's units at once.
+    subset : callable, optional
+        ``subset(units) -> Model``: the same model restricted to the units ``units`` (a sorted
+        1-D array of unit indices), with its own data (the observations of those units) and unit
+        latents of length ``len(units)``. The posterior of the latents must factor over the
+        units, so that sampling each block of units on its own is sampling the whole. Enables
+        the sharded E step (``EStep(..., shards=k, executor=...)``) and unit minibatches in the
+        stochastic M step. See :meth:`subset` and :meth:`with_subset`.
     name : str, optional
     """
 
@@ -201,6 +209,7 @@ class Model:
         log_joint_total: Callable | None = None,
         n_obs: int | None = None,
         conditionals: Mapping | None = None,
+        subset: Callable | None = None,
         name: str | None = None,
     ):
         if not callable(log_joint):
@@ -217,6 +226,7 @@ class Model:
             ("posterior_sampler", posterior_sampler),
             ("grad_params", grad_params),
             ("log_joint_total", log_joint_total),
+            ("subset", subset),
         ]:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{nm} must be callable or None, got {type(fn).__name__}")
@@ -227,6 +237,7 @@ class Model:
         self.posterior_sampler_fn = posterior_sampler
         self.grad_params_fn = grad_params
         self.log_joint_total_fn = log_joint_total
+        self.subset_fn = subset
         if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)
@@ -388,6 +399,77 @@ class Model:
             c = self.params[n]
             total += float(np.sum(c.log_abs_det_jacobian(u[a:b].reshape(c.unconstrained_shape))))
         return total
+
+    # ------------------------------------------------------------------ units
+    def with_subset(self, fn) -> Model:
+        """A copy of this model whose :meth:`subset` calls ``fn(units) -> Model``.
+
+        For models compiled by :func:`mcem.model`, ``fn`` typically calls the model function
+        again on the observations of ``units`` with the unit labels renumbered 0..len(units)-1.
+        """
+        if not callable(fn):
+            raise TypeError(f"with_subset: fn must be callable, got {type(fn).__name__}")
+        out = copy.copy(self)
+        out.subset_fn = fn
+        return out
+
+    def subset(self, units) -> Model:
+        """The model of the units ``units`` alone (a sorted array of distinct unit indices).
+
+        Calls the ``subset`` function given to the model and checks that the result declares the
+        same parameters and the same latents with ``len(units)`` units.
+        """
+        if self.subset_fn is None:
+            raise ValueError(
+                f"model {self.name!r} cannot be restricted to a subset of its units: it has no "
+                "subset function. Pass Model(..., subset=fn) or use model.with_subset(fn), where "
+                "fn(units) returns the model of those units"
+            )
+        not_unit = [n for n in self.latent_names if not self.latents[n].unit]
+        if not_unit or self.n_units is None:
+            raise ValueError(
+                f"model {self.name!r}: subsets need every latent declared with unit=True and one "
+                f"common number of units; latents without a unit axis: {not_unit}, unit counts: "
+                f"{sorted({s.n_units for s in self.latents.values() if s.unit})}"
+            )
+        u = np.asarray(units)
+        if u.ndim != 1 or u.size == 0 or not np.issubdtype(u.dtype, np.integer):
+            raise ValueError(
+                f"units must be a non-empty 1-D integer array, got {describe_array(u)}"
+            )
+        if np.any(np.diff(u) <= 0) or u[0] < 0 or u[-1] >= self.n_units:
+            raise ValueError(
+                f"units must be strictly increasing indices in 0..{self.n_units - 1}, got "
+                f"{describe_array(u)}"
+            )
+        u = u.astype(np.int64)
+        u.setflags(write=False)
+        try:
+            sub = self.subset_fn(u)
+        except Exception as exc:
+            raise with_context(
+                exc, f"the subset function of model {self.name!r} raised {type(exc).__name__}"
+            ) from exc
+        if not isinstance(sub, Model):
+            raise TypeError(
+                f"the subset function of model {self.name!r} must return an mcem.Model, got "
+                f"{type(sub).__name__}"
+            )
+        mine = {n: self.params[n].shape for n in self.param_names}
+        theirs = {n: sub.params[n].shape for n in sub.param_names}
+        if mine != theirs:
+            raise ValueError(
+                f"the subset function of model {self.name!r} returned a model with parameters "
+                f"{theirs}; expected the same parameters as the whole model, {mine}"
+            )
+        want = {n: (len(u),) + self.latents[n].shape[1:] for n in self.latent_names}
+        got = {n: sub.latents[n].shape for n in sub.latent_names}
+        if want != got or not all(s.unit for s in sub.latents.values()):
+            raise ValueError(
+                f"the subset function of model {self.name!r} returned latents {got} for "
+                f"{len(u)} units; expected unit latents of shapes {want}"
+            )
+        return sub
 
     # ------------------------------------------------------------------ latents
     def init_latents(self, rng: np.random.Generator, batch=()) -> dict:

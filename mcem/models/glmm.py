@@ -24,9 +24,12 @@ numerical Hessian. This is the reference every Monte Carlo fit of this model is 
 
 from __future__ import annotations
 
+import functools
 import numbers
 import time
 from typing import NamedTuple
+
+import functools
 
 import numpy as np
 from scipy import optimize
@@ -269,11 +272,11 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
     d = _check_inputs(X, y, group, family, offset)
     p, G, n = d["X"].shape[1], d["n_groups"], d["X"].shape[0]
     fam = d["family"]
-    start = {"beta": _glm_start(d), "sigma": 1.0}
-    if init is not None:
-        if not isinstance(init, dict):
-            raise TypeError(f"init must be a dict with 'beta' and/or 'sigma', got {type(init).__name__}")
-        start.update(init)
+    if init is not None and not isinstance(init, dict):
+        raise TypeError(f"init must be a dict with 'beta' and/or 'sigma', got {type(init).__name__}")
+    start = {"sigma": 1.0, **(init or {})}
+    if "beta" not in start:
+        start["beta"] = _glm_start(d)
 
     def log_joint(theta, z, data):
         beta, sigma = _beta_sigma(theta)
@@ -347,7 +350,7 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
             "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma,
         }
 
-    return Model(
+    model = Model(
         log_joint,
         params={"beta": C.real(shape=p), "sigma": C.positive},
         latents={"u": Continuous(C.real, shape=G, unit=True)},
@@ -358,6 +361,17 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
         n_obs=n,
         name=f"random_intercept_glmm({fam}, p={p}, G={G})",
     )
+    # refers to model.data, so that pickling the model carries the data once
+    model.subset_fn = functools.partial(_glmm_subset, model.data, fam, start)
+    return model
+
+
+def _glmm_subset(d, family, start, units):
+    """The GLMM of the groups ``units``: their observations (sorted by group), relabelled."""
+    rows = np.isin(d["group"], units)
+    labels = np.searchsorted(units, d["group"][rows])
+    return random_intercept_glmm(d["X"][rows], d["y"][rows], labels, family=family,
+                                 offset=d["offset"][rows], init=start)
 
 
 # --------------------------------------------------------------------------- quadrature

@@ -1,0 +1,330 @@
+"""The sharded E step: blocks of latent units sampled in parallel on any executor.
+
+When the latent units are conditionally independent given theta (a random-effects model, a
+mixture), the E step factors over blocks of units. :class:`ShardedEStep` splits the units into
+``shards`` contiguous blocks, builds each block's model with :meth:`mcem.Model.subset` and runs
+one ordinary :class:`mcem.EStep` per block, on
+
+- no executor: in this process, one block after the other;
+- a :class:`concurrent.futures.ProcessPoolExecutor` (or any ``concurrent.futures.Executor``);
+- Dask: ``dask.distributed.Client(...).get_executor()``, for clusters (``pip install mcem[dask]``).
+
+Each block draws from its own generator, spawned from the E step's ``rng`` at every run, and
+keeps its own chain state and proposal adaptation. The draws therefore depend on the seed and
+on the number of shards, never on the executor, the number of workers or the order in which
+the blocks finish: the same fit serially, on a process pool and on a Dask cluster is the same
+to the last bit.
+
+Use it through :func:`mcem.fit` (``shards=4, executor=pool``) or directly::
+
+    with ProcessPoolExecutor(2) as pool:
+        es = mcem.EStep(model, shards=2, executor=pool)
+        state = es.init(theta, rng)
+        res = es.run(theta, state, n_draws=100, rng=rng)
+
+Models and their data travel to the workers pickled (with ``cloudpickle`` when it is installed,
+as it is with Dask, so closures work), once per block and run; each worker keeps the blocks it
+has seen, so only the parameters and the chain states move after that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+import uuid
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+
+from ._validation import as_generator, check_positive_int, with_context
+from .estep import EStep, EStepResult, EStepState
+from .model import Model
+
+__all__ = ["ShardedEStep", "ShardedState", "shard_units"]
+
+
+def shard_units(n_units: int, shards: int) -> list[np.ndarray]:
+    """Split units 0..n_units-1 into ``shards`` contiguous blocks of (nearly) equal size."""
+    return [np.ascontiguousarray(b) for b in np.array_split(np.arange(n_units, dtype=np.int64), shards)]
+
+
+class ShardedState(NamedTuple):
+    """The chain states of every block of units, in block order."""
+
+    shard_states: tuple
+    n_runs: int = 0
+
+    @property
+    def z(self) -> dict:
+        """Current latents of the whole model, dict name -> ``(chains, *latent_shape)``."""
+        parts = [s.z for s in self.shard_states]
+        return {n: np.concatenate([p[n] for p in parts], axis=1) for n in parts[0]}
+
+
+# ------------------------------------------------------------------ the worker side
+_CACHE: OrderedDict = OrderedDict()  # key -> EStep of one block, per worker process
+_CACHE_SIZE = 64
+
+
+def _dumps(obj) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - cloudpickle comes with the dask extra
+        cloudpickle = None
+    try:
+        if cloudpickle is not None:
+            return cloudpickle.dumps(obj)
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise with_context(
+            exc,
+            "executor: the model could not be pickled to send it to the workers; define its "
+            "functions at module level or install cloudpickle (pip install mcem[dask]), which "
+            "also pickles closures",
+        ) from exc
+
+
+def _block_estep(key, payload):
+    """The E step of one block, unpickled and built once per worker process."""
+    es = _CACHE.get(key)
+    if es is None:
+        model, sampler, options = pickle.loads(payload)
+        es = EStep(model, sampler, **options)
+        _CACHE[key] = es
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return es
+
+
+def _init_task(key, payload, theta, rng):
+    return _block_estep(key, payload).init(theta, rng)
+
+
+def _run_task(key, payload, theta, state, n_draws, rng, burn):
+    return _block_estep(key, payload).run(theta, state, n_draws, rng, burn=burn)
+
+
+# ------------------------------------------------------------------ the driver side
+class ShardedEStep(EStep):
+    """An :class:`mcem.EStep` that samples blocks of units separately, possibly in parallel.
+
+    Built by ``EStep(model, ..., shards=k, executor=ex)``; the arguments are those of
+    :class:`mcem.EStep` plus:
+
+    Parameters
+    ----------
+    shards : int
+        Number of blocks of units (contiguous, nearly equal). The draws depend on it: keep it
+        fixed to reproduce a run. Usually the number of workers, or a small multiple of it.
+    executor : concurrent.futures.Executor, optional
+        Where the blocks run; anything with ``submit(fn, *args)`` returning a future. ``None``
+        runs them in this process. The executor never changes the draws.
+
+    The model needs :meth:`mcem.Model.subset`; each block's model is checked once against the
+    whole one (the log joint must be the sum of the blocks' log joints, up to a term free of
+    the latents).
+    """
+
+    def __init__(self, model, sampler="auto", *, shards=None, executor=None, **options):
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
+        if shards is None:
+            raise ValueError(
+                "executor needs shards=k: the number of blocks the latent units are split into "
+                "(for example the number of workers)"
+            )
+        self.shards = check_positive_int(shards, "shards")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (an object with submit(fn, *args)), "
+                f"e.g. ProcessPoolExecutor or dask's client.get_executor(); got {type(executor).__name__}"
+            )
+        self.executor = executor
+        if model.subset_fn is None or model.n_units is None:
+            model.subset(np.arange(1))  # raises the error that says what is missing
+        if self.shards > model.n_units:
+            raise ValueError(
+                f"shards must be at most the number of latent units ({model.n_units}), got {shards}"
+            )
+        self.blocks = shard_units(model.n_units, self.shards)
+        sub_models = [model.subset(b) for b in self.blocks]
+        # the whole EStep machinery (settings, thresholds, diagnostics) on the first block's
+        # kernel choice; the blocks build their own kernels
+        super().__init__(sub_models[0], sampler, **options)
+        self.model = model
+        self.modes = None
+        self.settings = {**self.settings, "shards": self.shards}
+        theta = model.default_theta()
+        _check_factorises(model, sub_models, self.blocks, theta)
+        self._options = {
+            "n_chains": self.n_chains, "burn": self.burn, "warm_burn": self.warm_burn,
+            "thin": self.thin, "sampler_options": options.get("sampler_options"), "warn": False,
+            "min_acceptance": self.min_acceptance, "max_rhat": self.max_rhat,
+            "rhat_min_draws": self.rhat_min_draws,
+        }
+        self._local = [EStep(m, sampler, **self._options) for m in sub_models]
+        for m in sub_models:
+            m.per_unit  # noqa: B018 - learn the unit structure here, not in every worker
+        self._payloads = None
+        if executor is not None:
+            self._payloads = [_dumps((m, sampler, self._options)) for m in sub_models]
+            run_id = uuid.uuid4().hex
+            self._keys = [
+                f"{run_id}-{i}-{hashlib.sha1(p).hexdigest()[:12]}" for i, p in enumerate(self._payloads)
+            ]
+
+    def __repr__(self):
+        return (
+            f"ShardedEStep({self.model.name!r}, shards={self.shards}, sampler={self.kernel!r}, "
+            f"n_chains={self.n_chains}, executor={type(self.executor).__name__ if self.executor else None})"
+        )
+
+    def target(self, theta):
+        raise NotImplementedError("a sharded E step has one target per block of units")
+
+    # ------------------------------------------------------------------ mapping over blocks
+    def _map(self, task, local, args_per_block, what):
+        if self.executor is None:
+            out = []
+            for i, args in enumerate(args_per_block):
+                try:
+                    out.append(local(self._local[i], *args))
+                except Exception as exc:
+                    raise self._block_error(exc, i, what) from exc
+            return out
+        futures = [
+            self.executor.submit(task, self._keys[i], self._payloads[i], *args)
+            for i, args in enumerate(args_per_block)
+        ]
+        out = []
+        for i, f in enumerate(futures):  # results in block order, whatever order they finish
+            try:
+                out.append(f.result())
+            except Exception as exc:
+                for g in futures[i + 1:]:
+                    g.cancel()
+                raise self._block_error(exc, i, what) from exc
+        return out
+
+    def _block_error(self, exc, i, what):
+        b = self.blocks[i]
+        return with_context(
+            exc, f"sharded E step: {what} of block {i} (units {b[0]}..{b[-1]}) raised {type(exc).__name__}"
+        )
+
+    # ------------------------------------------------------------------ public interface
+    def init(self, theta, rng) -> ShardedState:
+        """Initial chain states of every block, each from its own spawned generator."""
+        theta = self.model.check_theta(theta, "theta")
+        rngs = as_generator(rng).spawn(self.shards)
+        states = self._map(
+            _init_task, lambda es, th, r: es.init(th, r), [(theta, r) for r in rngs], "init"
+        )
+        return ShardedState(tuple(states), 0)
+
+    def run(self, theta, state, n_draws, rng, *, burn=None, keep=True, reducer=None) -> EStepResult:
+        """As :meth:`mcem.EStep.run`; the blocks' draws are joined along the unit axis.
+
+        With ``keep=False`` and a ``reducer``, each block's draws still come back to this
+        process (the reducer sees whole-model latents); only the returned ``draws`` are empty.
+        """
+        if not isinstance(state, ShardedState) or len(state.shard_states) != self.shards:
+            raise TypeError(
+                f"state must be a ShardedState of {self.shards} blocks (from ShardedEStep.init or run), "
+                f"got {type(state).__name__}"
+            )
+        n_draws = check_positive_int(n_draws, "n_draws", minimum=0)
+        if burn is None:
+            burn = self.burn if state.n_runs == 0 else self.warm_burn
+        burn = check_positive_int(burn, "burn", minimum=0)
+        if reducer is not None and not callable(reducer):
+            raise TypeError(f"reducer must be callable or None, got {type(reducer).__name__}")
+        theta = self.model.check_theta(theta, "theta")
+        rngs = as_generator(rng).spawn(self.shards)
+        t0 = time.perf_counter()
+        results = self._map(
+            _run_task,
+            lambda es, th, st, n, r, b: es.run(th, st, n, r, burn=b),
+            [(theta, st, n_draws, r, burn) for st, r in zip(state.shard_states, rngs, strict=True)],
+            "run",
+        )
+        draws = {
+            n: np.concatenate([r.draws[n] for r in results], axis=2) for n in self.model.latent_names
+        }
+        trace = np.sum([r.loglik_trace for r in results], axis=0)
+        if reducer is not None:
+            for i in range(n_draws):
+                reducer({n: v[:, i] for n, v in draws.items()})
+        diag = self._merge_diagnostics(results, trace, burn, n_draws)
+        diag["seconds"] = time.perf_counter() - t0
+        self._maybe_warn(diag)
+        new_state = ShardedState(tuple(r.state for r in results), state.n_runs + 1)
+        return EStepResult(draws if keep else {}, new_state, diag, trace)
+
+    def _merge_diagnostics(self, results, trace, burn, n_draws):
+        sizes = np.array([len(b) for b in self.blocks], dtype=float)
+        w = sizes / sizes.sum()
+        acceptance = {}
+        low = False
+        for n in self.model.latent_names:
+            parts = [r.diagnostics["acceptance"][n] for r in results]
+            s = {
+                "mean": float(np.dot(w, [p["mean"] for p in parts])),
+                "min": float(np.min([p["min"] for p in parts])),
+                "metropolis": bool(parts[0]["metropolis"]),
+                "burn_mean": float(np.dot(w, [p["burn_mean"] for p in parts])),
+            }
+            low = low or (s["metropolis"] and np.isfinite(s["mean"]) and s["mean"] < self.min_acceptance)
+            acceptance[n] = s
+        metro = [s for s in acceptance.values() if s["metropolis"]]
+        base = self._diagnostics(trace, _NoAcceptance(), _NoAcceptance(), burn, n_draws)
+        base.update(
+            acceptance=acceptance,
+            acceptance_mean=float(np.mean([s["mean"] for s in metro])) if metro else 1.0,
+            acceptance_min=float(np.min([s["min"] for s in metro])) if metro else 1.0,
+            low_acceptance=bool(low),
+            shards=self.shards,
+            shard_seconds=[float(r.diagnostics["seconds"]) for r in results],
+            sampler=repr(self._local[0].kernel),
+        )
+        return base
+
+
+class _NoAcceptance:
+    """Stands in for per-step acceptance records, which the blocks keep for themselves."""
+
+    def rates(self, n):
+        return None
+
+
+def _check_factorises(model, sub_models, blocks, theta, n_checks=3):
+    """The whole model's log joint minus the blocks' must not depend on the latents."""
+    rng = np.random.default_rng(20061)
+    z = {}
+    for n in model.latent_names:
+        spec = model.latents[n]
+        v = spec.initial(rng, (n_checks,))
+        if spec.is_discrete:
+            v = rng.integers(0, spec.K, size=v.shape)
+        else:
+            c = spec.support
+            v = c.forward(c.inverse(v) + rng.normal(scale=0.5, size=v.shape))
+        z[n] = v
+    with np.errstate(all="ignore"):
+        whole = model.log_joint_sum(theta, z, 1)
+        parts = sum(
+            m.log_joint_sum(theta, {n: v[:, b] for n, v in z.items()}, 1)
+            for m, b in zip(sub_models, blocks, strict=True)
+        )
+    rest = np.asarray(whole - parts, dtype=float)
+    if not (np.all(np.isfinite(rest)) and np.allclose(rest, rest[0], rtol=1e-8, atol=1e-8 * (1 + abs(whole).max()))):
+        raise ValueError(
+            f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
+            "joints of its subsets (model.subset) plus a term free of the latents, so the units' "
+            "posterior does not factor over blocks and the E step cannot be sharded; check the "
+            "subset function"
+        )

@@ -1,0 +1,216 @@
+"""The sharded E step: blocks of units on an executor, same bits everywhere, right posterior."""
+
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import mcem
+from mcem import constraints as C
+from mcem import dist
+from mcem.distributed import ShardedState, shard_units
+from mcem.models.glmm import random_intercept_glmm
+
+from _mc import assert_mean
+
+
+def _glmm_data(G=60, n_per=6, seed=0):
+    rng = np.random.default_rng(seed)
+    n = G * n_per
+    g = np.repeat(np.arange(G), n_per)
+    X = np.c_[np.ones(n), rng.normal(size=n)]
+    u = rng.normal(size=G)
+    eta = X @ np.array([0.3, -0.5]) + u[g]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    return X, y, g
+
+
+@pytest.fixture(scope="module")
+def glmm():
+    return random_intercept_glmm(*_glmm_data())
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProcessPoolExecutor(2) as ex:
+        yield ex
+
+
+def _fit(model, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
+        return mcem.fit(model, method="mcem", rng=7, shards=3, max_iter=4, schedule="fixed", m_init=40,
+                        n_chains=2, burn=50, warm_burn=5, **kw)
+
+
+def _same(a, b):
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
+    assert np.array_equal(a.draws["u"], b.draws["u"])
+    ha, hb = a.history.rows, b.history.rows
+    dq = [np.array([r.get("delta_q", np.nan) for r in h], dtype=float) for h in (ha, hb)]
+    assert len(ha) == len(hb) and np.array_equal(*dq, equal_nan=True)
+
+
+def test_sharded_fit_is_bit_identical_serially_and_on_a_process_pool(glmm, pool):
+    serial = _fit(glmm)
+    pooled = _fit(glmm, executor=pool)
+    threads = ThreadPoolExecutor(3)
+    try:
+        threaded = _fit(glmm, executor=threads)
+    finally:
+        threads.shutdown()
+    _same(serial, pooled)
+    _same(serial, threaded)
+    assert serial.draws["u"].shape[-1] == glmm.n_units
+
+
+def test_sharded_fit_is_bit_identical_on_a_dask_cluster(glmm):
+    distributed = pytest.importorskip("distributed")
+    serial = _fit(glmm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cluster start-up chatter (ports, resources)
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster)
+    try:
+        on_dask = _fit(glmm, executor=client.get_executor())
+    finally:
+        client.close()
+        cluster.close()
+    _same(serial, on_dask)
+
+
+def test_blocks_are_independent_estep_runs_with_spawned_generators(glmm):
+    """Reference: one plain EStep per block's model, generators spawned per run, joined by unit."""
+    theta = glmm.default_theta()
+    es = mcem.EStep(glmm, shards=4, n_chains=2, burn=30, warm_burn=3)
+    assert isinstance(es, mcem.ShardedEStep)
+    state = es.init(theta, 11)
+    res = es.run(theta, state, 25, 12)
+    res = es.run(theta, res.state, 10, 13)
+
+    blocks = shard_units(glmm.n_units, 4)
+    ref_es = [mcem.EStep(glmm.subset(b), n_chains=2, burn=30, warm_burn=3) for b in blocks]
+    states = [e.init(theta, r) for e, r in zip(ref_es, np.random.default_rng(11).spawn(4))]
+    runs = [e.run(theta, s, 25, r) for e, s, r in zip(ref_es, states, np.random.default_rng(12).spawn(4))]
+    runs = [e.run(theta, r.state, 10, g) for e, r, g in zip(ref_es, runs, np.random.default_rng(13).spawn(4))]
+    expected = np.concatenate([r.draws["u"] for r in runs], axis=2)
+    assert np.array_equal(res.draws["u"], expected)
+    assert np.allclose(res.loglik_trace, sum(r.loglik_trace for r in runs))
+    assert isinstance(res.state, ShardedState) and res.state.n_runs == 2
+    assert res.state.z["u"].shape == (2, glmm.n_units)
+    assert res.diagnostics["shards"] == 4 and len(res.diagnostics["shard_seconds"]) == 4
+
+
+# --------------------------------------------------------------------------- an analytic posterior
+@mcem.model
+def normal_effects(m, y, group, n_groups):
+    mu = m.param("mu", init=0.5)
+    tau = m.param("tau", constraint=C.positive, init=1.5)
+    u = m.latent("u", dist.Normal(0.0, tau), shape=n_groups, unit=True)
+    m.observe("y", dist.Normal(mu + u[..., group], 1.0), y, unit_index=group)
+
+
+def _normal_model(G=40, seed=3, n_per=(1, 6)):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(*n_per, size=G)
+    group = np.repeat(np.arange(G), counts)
+    y = 0.5 + rng.normal(scale=1.5, size=G)[group] + rng.normal(size=group.size)
+    full = normal_effects(y=y, group=group, n_groups=G)
+
+    def subset(units):
+        rows = np.isin(group, units)
+        return normal_effects(y=y[rows], group=np.searchsorted(units, group[rows]), n_groups=len(units))
+
+    return full.with_subset(subset), y, group, counts
+
+
+def test_sharded_draws_follow_the_analytic_posterior():
+    model, y, group, counts = _normal_model()
+    theta = model.default_theta()  # mu = 0.5, tau = 1.5, unit noise variance 1
+    prec = counts + 1 / 1.5**2
+    post_mean = np.bincount(group, weights=y - 0.5) / prec
+    post_sd = 1 / np.sqrt(prec)
+    es = mcem.EStep(model, shards=3, n_chains=4, burn=300)
+    res = es.run(theta, es.init(theta, 5), 1500, 6)
+    u = res.draws["u"]
+    assert_mean(u, post_mean, floor=0.01)
+    assert_mean((u - post_mean) ** 2, post_sd**2, floor=0.01)
+
+
+def test_sharded_mcem_reaches_the_closed_form_mle():
+    """Normal random effects have a closed-form marginal likelihood: maximise it directly."""
+    from scipy.optimize import minimize
+
+    model, y, group, counts = _normal_model(G=60, seed=4, n_per=(6, 12))  # EM converges fast
+
+    def negll(v):
+        mu, tau2 = v[0], np.exp(v[1])
+        ll = 0.0
+        for g in range(60):  # test oracle: per-group multivariate normal, written plainly
+            yg = y[group == g]
+            S = np.eye(yg.size) + tau2
+            _, logdet = np.linalg.slogdet(S)
+            r = yg - mu
+            ll += -0.5 * (logdet + r @ np.linalg.solve(S, r) + yg.size * np.log(2 * np.pi))
+        return -ll
+
+    opt = minimize(negll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
+        res = mcem.fit(model, method="mcem", rng=2, shards=2, n_chains=4, max_iter=25,
+                       schedule="fixed", m_init=1000)
+    se = res.standard_errors()
+    assert res["n_iter"] == 25
+    assert abs(res.params["mu"] - opt.x[0]) < 0.25 * se["mu"] + 0.01
+    assert abs(res.params["tau"] - np.exp(opt.x[1] / 2)) < 0.25 * se["tau"] + 0.01
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_resume_a_sharded_fit_on_another_executor(glmm, pool, tmp_path):
+    path = tmp_path / "ck.npz"
+    whole = _fit(glmm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
+        mcem.fit(glmm, method="mcem", rng=7, shards=3, max_iter=2, schedule="fixed", m_init=40,
+                 n_chains=2, burn=50, warm_burn=5, checkpoint=path)
+        resumed = mcem.resume(path, glmm, executor=pool, max_iter=4)
+    _same(whole, resumed)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_sharding_input_is_named(glmm):
+    X, y, g = _glmm_data()
+    with pytest.raises(ValueError, match="executor needs shards"):
+        mcem.EStep(glmm, executor=ThreadPoolExecutor(1))
+    with pytest.raises(ValueError, match="shards must be at most the number of latent units"):
+        mcem.EStep(glmm, shards=61)
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        mcem.EStep(glmm, shards=2, executor="processes")
+    with pytest.raises(ValueError, match="shards must be"):
+        mcem.EStep(glmm, shards=0)
+    no_subset = normal_effects(y=y, group=g, n_groups=60)
+    with pytest.raises(ValueError, match="no subset function.*with_subset"):
+        mcem.EStep(no_subset, shards=2)
+    # a subset function that ignores the units: its models do not add up to the whole
+    wrong = no_subset.with_subset(
+        lambda units: normal_effects(y=y[: units.size], group=np.arange(units.size), n_groups=units.size)
+    )
+    with pytest.raises(ValueError, match="not the sum of the log joints of its subsets"):
+        mcem.EStep(wrong, shards=2)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        glmm.subset(np.array([3, 1]))
+    with pytest.raises(ValueError, match="returned latents"):
+        no_subset.with_subset(lambda units: normal_effects(y=y, group=g, n_groups=60)).subset(np.arange(5))
+
+
+def test_resume_refuses_an_executor_for_an_unsharded_run(glmm, tmp_path):
+    path = tmp_path / "plain.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
+        mcem.fit(glmm, method="mcem", rng=7, max_iter=1, schedule="fixed", m_init=20, n_chains=2,
+                 burn=10, checkpoint=path)
+    with pytest.raises(ValueError, match="executor is only for runs with a sharded"):
+        mcem.resume(path, glmm, executor=ThreadPoolExecutor(1))
