@@ -30,10 +30,13 @@ has seen, so only the parameters and the chain states move after that.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -104,8 +107,20 @@ def _init_task(key, payload, theta, rng):
     return _block_estep(key, payload).init(theta, rng)
 
 
-def _run_task(key, payload, theta, state, n_draws, rng, burn):
-    return _block_estep(key, payload).run(theta, state, n_draws, rng, burn=burn)
+def _run_task(key, payload, theta, state, n_draws, rng, burn, out=None):
+    res = _block_estep(key, payload).run(theta, state, n_draws, rng, burn=burn)
+    if out is None:
+        return res
+    # same machine: write the draws into the driver's memory-mapped files, send back the rest
+    for name, (path, shape, dtype, start, stop) in out.items():
+        mm = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+        mm[:, :, start:stop] = res.draws[name]
+        del mm
+    return res._replace(draws={})
+
+
+def _scratch_dir():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 # ------------------------------------------------------------------ the driver side
@@ -124,6 +139,8 @@ class ShardedEStep(EStep):
         Where the blocks run; anything with ``submit(fn, *args)`` returning a future. ``None``
         runs them in this process. The executor never changes the draws.
 
+    Notes
+    -----
     The model needs :meth:`mcem.Model.subset`; each block's model is checked once against the
     whole one (the log joint must be the sum of the blocks' log joints, up to a term free of
     the latents).
@@ -159,7 +176,7 @@ class ShardedEStep(EStep):
         self.modes = None
         self.settings = {**self.settings, "shards": self.shards}
         theta = model.default_theta()
-        _check_factorises(model, sub_models, self.blocks, theta)
+        check_additive(model, sub_models, self.blocks, theta)
         self._options = {
             "n_chains": self.n_chains, "burn": self.burn, "warm_burn": self.warm_burn,
             "thin": self.thin, "sampler_options": options.get("sampler_options"), "warn": False,
@@ -246,15 +263,34 @@ class ShardedEStep(EStep):
         theta = self.model.check_theta(theta, "theta")
         rngs = as_generator(rng).spawn(self.shards)
         t0 = time.perf_counter()
-        results = self._map(
-            _run_task,
-            lambda es, th, st, n, r, b: es.run(th, st, n, r, burn=b),
-            [(theta, st, n_draws, r, burn) for st, r in zip(state.shard_states, rngs, strict=True)],
-            "run",
-        )
-        draws = {
-            n: np.concatenate([r.draws[n] for r in results], axis=2) for n in self.model.latent_names
-        }
+        files = self._draw_files(state, n_draws) if isinstance(self.executor, ProcessPoolExecutor) else None
+        try:
+            outs = [None] * self.shards if files is None else [
+                {n: (path, shape, dtype, self.blocks[i][0], self.blocks[i][-1] + 1)
+                 for n, (path, shape, dtype) in files.items()}
+                for i in range(self.shards)
+            ]
+            results = self._map(
+                _run_task,
+                lambda es, th, st, n, r, b, o: es.run(th, st, n, r, burn=b),
+                [(theta, st, n_draws, r, burn, o)
+                 for st, r, o in zip(state.shard_states, rngs, outs, strict=True)],
+                "run",
+            )
+            if files is None:
+                draws = {
+                    n: np.concatenate([r.draws[n] for r in results], axis=2)
+                    for n in self.model.latent_names
+                }
+            else:
+                # mapped, not copied: the mapping outlives the file's name, unlinked below
+                draws = {
+                    n: np.asarray(np.memmap(path, dtype=dtype, mode="r+", shape=shape))
+                    for n, (path, shape, dtype) in files.items()
+                }
+        finally:
+            for path, _, _ in (files or {}).values():
+                os.unlink(path)
         trace = np.sum([r.loglik_trace for r in results], axis=0)
         if reducer is not None:
             for i in range(n_draws):
@@ -264,6 +300,28 @@ class ShardedEStep(EStep):
         self._maybe_warn(diag)
         new_state = ShardedState(tuple(r.state for r in results), state.n_runs + 1)
         return EStepResult(draws if keep else {}, new_state, diag, trace)
+
+    def _draw_files(self, state, n_draws):
+        """Memory-mapped files (in /dev/shm when there is one) that the workers write draws to.
+
+        With a process pool on this machine this saves pickling every draw through a pipe.
+        """
+        z = state.shard_states[0].z
+        files = {}
+        try:
+            for n in self.model.latent_names:
+                spec = self.model.latents[n]
+                dtype = np.asarray(z[n]).dtype
+                shape = (self.n_chains, n_draws) + spec.shape
+                fd, path = tempfile.mkstemp(prefix="mcem-draws-", suffix=".bin", dir=_scratch_dir())
+                with os.fdopen(fd, "wb") as fh:
+                    fh.truncate(max(1, int(np.prod(shape)) * dtype.itemsize))
+                files[n] = (path, shape, dtype.str)
+        except BaseException:
+            for path, _, _ in files.values():
+                os.unlink(path)
+            raise
+        return files
 
     def _merge_diagnostics(self, results, trace, burn, n_draws):
         sizes = np.array([len(b) for b in self.blocks], dtype=float)
@@ -301,8 +359,12 @@ class _NoAcceptance:
         return None
 
 
-def _check_factorises(model, sub_models, blocks, theta, n_checks=3):
-    """The whole model's log joint minus the blocks' must not depend on the latents."""
+def check_additive(model, sub_models, blocks, theta, exact=False, n_checks=3):
+    """Check that the whole model's log joint is the sum of the blocks' at ``theta``.
+
+    Up to a term free of the latents (what sampling the blocks separately needs), or exactly
+    with ``exact=True`` (what summing the blocks' gradients in theta needs).
+    """
     rng = np.random.default_rng(20061)
     z = {}
     for n in model.latent_names:
@@ -321,7 +383,16 @@ def _check_factorises(model, sub_models, blocks, theta, n_checks=3):
             for m, b in zip(sub_models, blocks, strict=True)
         )
     rest = np.asarray(whole - parts, dtype=float)
-    if not (np.all(np.isfinite(rest)) and np.allclose(rest, rest[0], rtol=1e-8, atol=1e-8 * (1 + abs(whole).max()))):
+    atol = 1e-8 * (1 + np.abs(whole).max())
+    ok = np.all(np.isfinite(rest)) and np.allclose(rest, 0.0 if exact else rest[0], rtol=0, atol=atol)
+    if not ok and exact:
+        raise ValueError(
+            f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
+            "joints of its subsets (model.subset) at the current parameters, so gradients over "
+            "blocks of units do not add up to the whole; check the subset function, or drop "
+            "batch_units"
+        )
+    if not ok:
         raise ValueError(
             f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
             "joints of its subsets (model.subset) plus a term free of the latents, so the units' "

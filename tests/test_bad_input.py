@@ -1,5 +1,7 @@
 """Bad input at every public entry point, as a matrix: each case names the argument."""
 
+import warnings
+
 import numpy as np
 import pytest
 from test_algorithms import linkage_model
@@ -24,6 +26,36 @@ def ppl_model(m, y):
     mu = m.param("mu")
     u = m.latent("u", dist.Normal(mu, 1.0), shape=y.size, unit=True)
     m.observe("y", dist.Normal(u, 1.0), y, unit_index=np.arange(y.size))
+
+
+def _re_subset(units):
+    """re_model restricted to the units (its data are one value per unit)."""
+    y = np.array([0.3, -1.2, 2.0])[units]
+
+    def lj(theta, z, data):
+        return -0.5 * (data - z["u"]) ** 2 - 0.5 * (z["u"] - theta["mu"]) ** 2
+
+    return mcem.Model(lj, params={"mu": C.real}, latents={"u": mcem.Continuous(shape=len(units), unit=True)}, data=y)
+
+
+class _SerialExecutor:
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+
+def _plain_checkpoint():
+    import tempfile
+
+    path = tempfile.mkdtemp() + "/plain.mcem"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcem.fit(linkage_model(), method="mcem", max_iter=1, schedule="fixed", m_init=10, n_chains=1,
+                 burn=5, checkpoint=path, rng=0)
+    return path
 
 
 X = np.random.default_rng(0).normal(size=(40, 2))
@@ -67,6 +99,14 @@ CASES = [
     ("GaussianMixture", "bad covariance_type", lambda: mcem.models.GaussianMixture(2, covariance_type="tied").fit(X), ValueError, r"covariance_type must be one of \['diag', 'full', 'spherical'\], got 'tied'"),
     ("GaussianMixture", "more components than samples", lambda: mcem.models.GaussianMixture(50).fit(X), ValueError, r"X must have at least n_components=50 samples, got 40"),
     ("EStep", "not a model", lambda: mcem.EStep("m"), TypeError, r"model must be an mcem.Model, got str"),
+    ("EStep", "shards of a model without subset", lambda: mcem.EStep(re_model(), shards=2), ValueError, r"cannot be restricted to a subset of its units: it has no subset function"),
+    ("EStep", "executor without shards", lambda: mcem.EStep(re_model(), executor=_SerialExecutor()), ValueError, r"executor needs shards=k"),
+    ("EStep", "executor that is not one", lambda: mcem.EStep(re_model(), shards=2, executor="pool"), TypeError, r"executor must be a concurrent.futures.Executor .*got str"),
+    ("EStep", "more shards than units", lambda: mcem.EStep(re_model().with_subset(_re_subset), shards=4), ValueError, r"shards must be at most the number of latent units \(3\), got 4"),
+    ("EStep", "blocks that do not add up", lambda: mcem.EStep(re_model().with_subset(lambda u: _re_subset(np.arange(len(u)))), shards=3), ValueError, r"not the sum of the log joints of its subsets"),
+    ("Model.subset", "units not increasing", lambda: re_model().with_subset(_re_subset).subset(np.array([2, 0])), ValueError, r"units must be strictly increasing indices in 0..2, got"),
+    ("Model.subset", "subset returns the wrong size", lambda: re_model().with_subset(lambda u: re_model()).subset(np.array([0, 1])), ValueError, r"returned latents \{'u': \(3,\)\} for 2 units; expected unit latents of shapes \{'u': \(2,\)\}"),
+    ("resume", "executor for an unsharded run", lambda: mcem.resume(_plain_checkpoint(), linkage_model(), executor=_SerialExecutor()), ValueError, r"executor is only for runs with a sharded E step"),
     ("load_result", "not a result file", lambda: mcem.load_result(__file__), ValueError, r"test_bad_input.py"),
 ]
 

@@ -1,5 +1,8 @@
 """The sharded E step: blocks of units on an executor, same bits everywhere, right posterior."""
 
+import glob
+import os
+import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -63,6 +66,9 @@ def test_sharded_fit_is_bit_identical_serially_and_on_a_process_pool(glmm, pool)
         threads.shutdown()
     _same(serial, pooled)
     _same(serial, threaded)
+    scratch = tempfile.gettempdir() if not os.path.isdir("/dev/shm") else "/dev/shm"
+    assert not glob.glob(os.path.join(scratch, "mcem-draws-*")), "draw files left behind"
+    pooled.draws["u"][0, 0, 0] = 1.0  # the draws are an ordinary writable array
     assert serial.draws["u"].shape[-1] == glmm.n_units
 
 
