@@ -55,10 +55,13 @@ class _Arrival:
         self.t0 = time.perf_counter()
         self.seconds = None
         self.iterations = 0
+        self.distance = float("inf")
 
     def close(self, beta, sigma):
-        return bool(np.all(np.abs(np.asarray(beta) - self.beta) <= self.k * self.se_beta)
-                    and abs(float(sigma) - self.sigma) <= self.k * self.se_sigma)
+        d = np.append(np.abs(np.asarray(beta) - self.beta) / self.se_beta,
+                      abs(float(sigma) - self.sigma) / self.se_sigma)
+        self.distance = float(d.max())  # in standard errors, the worst coordinate
+        return self.distance <= self.k
 
     def __call__(self, row):
         self.iterations += 1
@@ -102,9 +105,9 @@ def time_naive_emcee(model, mle, budget, steps_per_iter=5, m=200):
         def logp(u, th=th):
             return model.log_joint_sum(th, {"u": u}, 1)
 
-        sampler = emcee.EnsembleSampler(nwalkers, G, logp, vectorize=True,
-                                        seed=int(rng.integers(2**31)))
-        state = sampler.run_mcmc(pos, steps_per_iter, progress=False, skip_initial_state_check=True)
+        sampler = emcee.EnsembleSampler(nwalkers, G, logp, vectorize=True)
+        start = emcee.State(pos, random_state=np.random.RandomState(int(rng.integers(2**32))).get_state())
+        state = sampler.run_mcmc(start, steps_per_iter, progress=False, skip_initial_state_check=True)
         pos = state.coords
         draws = pos[rng.choice(nwalkers, size=m, replace=False)]
         res = optimize.minimize(neg_q, u0, args=(draws,), jac=True, method="L-BFGS-B")
@@ -133,12 +136,12 @@ def case6(G=10_000, n_per=10, n_draws=200, repeat=3):
         warnings.simplefilter("ignore")
         serial = mcem.EStep(model, n_chains=4, burn=100, warm_burn=0)
         s_state = serial.run(theta, serial.init(theta, 0), 1, 1).state
-        t_serial = min(_timed(lambda: serial.run(theta, s_state, n_draws, 2)) for _ in range(repeat))
         with ProcessPoolExecutor(2) as pool:
             sharded = mcem.EStep(model, n_chains=4, burn=100, warm_burn=0, shards=2, executor=pool)
             p_state = sharded.run(theta, sharded.init(theta, 0), 1, 1).state  # warms the workers
-            t_pool = min(_timed(lambda: sharded.run(theta, p_state, n_draws, 2)) for _ in range(repeat))
-    return t_serial, t_pool
+            times = [(_timed(lambda: serial.run(theta, s_state, n_draws, 2)),
+                      _timed(lambda: sharded.run(theta, p_state, n_draws, 2))) for _ in range(repeat)]
+    return min(t for t, _ in times), min(t for _, t in times)
 
 
 def _timed(fn):
@@ -155,7 +158,8 @@ def rows(quick=False):
         out.append((f"3. GLMM {G}x10 to the MLE (2 SE): naive emcee MCEM / mcem", "mcem did not arrive", ">= 20"))
     elif naive.seconds is None:
         out.append((f"3. GLMM {G}x10 to the MLE (2 SE): naive emcee MCEM / mcem",
-                    f"> {budget / ours.seconds:.0f} (naive not there after {budget:.0f} s; mcem {ours.seconds:.1f} s)",
+                    f"> {budget / ours.seconds:.0f} (naive still {naive.distance:.0f} SE away after {budget:.0f} s "
+                    f"and {naive.iterations} iterations; mcem {ours.seconds:.1f} s, {ours.iterations} iterations)",
                     ">= 20"))
     else:
         out.append((f"3. GLMM {G}x10 to the MLE (2 SE): naive emcee MCEM / mcem",

@@ -6,9 +6,12 @@ Cases (targets from the project's performance issue):
 1. one exact EM iteration on a Gaussian mixture vs scikit-learn's one EM iteration from the same
    start (full covariance), at (N, d, K) = (10^6, 2, 3) and (10^5, 10, 10): target <= 0.8;
 2. one MCEM iteration with m Gibbs draws vs m exact E steps: target <= 1.5;
+3. random-intercept logistic GLMM, 10^4 groups x 10: time to reach the quadrature MLE within 2
+   standard errors, a naive emcee MCEM vs mcem: target >= 20 (benchmarks/glmm.py);
 4. peak traced memory of one MCEM iteration on the mixture with N = 10^6 and 200 draws:
    target <= 2 GiB;
-5. seconds per exact EM iteration for N from 10^3 to 10^6 and the fitted exponent (target 1).
+5. seconds per exact EM iteration for N from 10^3 to 10^6 and the fitted exponent (target 1);
+6. the GLMM's E step serially vs sharded over a 2-process pool: target >= 1.6 (benchmarks/glmm.py).
 scikit-learn is needed for case 1 only (a benchmark-only dependency: pip install scikit-learn).
 Machines here are noisy: compare the ratios, not the seconds.
 """
@@ -127,6 +130,10 @@ def main(quick=False, out=None):
             rows.append((f"1. EM iteration vs scikit-learn {shape}", f"{r[0] / r[1]:.2f}", "<= 0.8"))
     t_mc, t_ex = case2(N=20_000 if quick else 100_000)
     rows.append(("2. MCEM iteration (m=20 Gibbs draws) vs 20 exact E steps", f"{t_mc / t_ex:.2f}", "<= 1.5"))
+    import glmm  # noqa: E402 - the GLMM cases live beside this file
+
+    glmm_rows = glmm.rows(quick)
+    rows.append(glmm_rows[0])
     n4 = 100_000 if quick else 1_000_000
     peak = case4(N=n4, stream=True)
     rows.append((f"4. peak memory, streamed MCEM iteration, N={n4:.0e}, 200 draws (GiB)", f"{peak / 2**30:.2f}", "<= 2"))
@@ -135,6 +142,7 @@ def main(quick=False, out=None):
     sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
     _, slope = case5(sizes)
     rows.append(("5. exponent of time per EM iteration in N", f"{slope:.2f}", "1 (linear)"))
+    rows.append(glmm_rows[1])
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'case':<{width}} | measured | target |", f"|{'-' * (width + 2)}|----------|--------|"]
     lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]
