@@ -112,31 +112,73 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
     return theta, MStepInfo(bool(res.success), int(res.get("nit", 0)), int(res.nfev), str(res.message))
 
 
-def adam(model, theta0, draws, rng, *, n_steps=50, lr=0.05, batch_draws=32, beta1=0.9, beta2=0.999):
-    """Stochastic M step: Adam ascent on Q_hat over random minibatches of draws.
+def adam(model, theta0, draws, rng, *, n_steps=50, lr=0.05, batch_draws=32, batch_units=None,
+         beta1=0.9, beta2=0.999):
+    """Stochastic M step: Adam ascent on Q_hat over random minibatches of draws and of units.
 
     Each step uses ``batch_draws`` draws chosen at random (over chains and draws), so the cost
-    of a step does not grow with the Monte Carlo sample size. Gradients come from the model's
-    ``grad_params`` when it has one, from finite differences on the minibatch otherwise. The
-    result increases Q_hat in expectation, not surely: a stochastic generalized-EM step.
+    of a step does not grow with the Monte Carlo sample size. With ``batch_units`` the units are
+    split once into contiguous blocks of about that many (:meth:`mcem.Model.subset`; the blocks'
+    log joints must add up to the whole model's) and each step uses one block chosen at random,
+    its gradient scaled by the number of blocks: an unbiased estimate of the full gradient whose
+    cost does not grow with the number of units. Gradients come from the model's ``grad_params``
+    when it has one, from finite differences on the minibatch otherwise. The result increases
+    Q_hat in expectation, not surely: a stochastic generalized-EM step.
     """
     u = model.to_unconstrained(theta0)
     n_chain, n_draw = next(iter(draws.values())).shape[:2]
     flat = {k: v.reshape((1, n_chain * n_draw) + v.shape[2:]) for k, v in draws.items()}
     total = n_chain * n_draw
+    blocks = None
+    if batch_units is not None:
+        blocks, subs = unit_blocks(model, batch_units, theta0)
     m1 = np.zeros_like(u)
     m2 = np.zeros_like(u)
     for t in range(1, n_steps + 1):
         idx = rng.choice(total, size=min(batch_draws, total), replace=False)
-        batch = {k: v[:, idx] for k, v in flat.items()}
-        if model.grad_params_fn is not None:
-            g = q_hat_grad(model, model.from_unconstrained(u), batch)
+        if blocks is None:
+            target, scale = model, 1.0
+            batch = {k: v[:, idx] for k, v in flat.items()}
         else:
-            g = _fd_grad(lambda v: q_hat(model, model.from_unconstrained(v), batch), u)
+            b = int(rng.integers(len(blocks)))
+            target, scale = subs[b], float(len(blocks))
+            lo, hi = blocks[b][0], blocks[b][-1] + 1
+            batch = {k: v[:, idx, lo:hi] for k, v in flat.items()}
+        if target.grad_params_fn is not None:
+            g = q_hat_grad(target, target.from_unconstrained(u), batch)
+        else:
+            g = _fd_grad(lambda v: q_hat(target, target.from_unconstrained(v), batch), u)
+        g = scale * g
         m1 = beta1 * m1 + (1 - beta1) * g
         m2 = beta2 * m2 + (1 - beta2) * g**2
         u = u + lr * (m1 / (1 - beta1**t)) / (np.sqrt(m2 / (1 - beta2**t)) + 1e-8)
     return model.from_unconstrained(u), MStepInfo(True, n_steps, n_steps, "adam")
+
+
+def unit_blocks(model, batch_units, theta):
+    """Contiguous blocks of about ``batch_units`` units and their models (built once per model).
+
+    Checks at ``theta`` and a perturbed theta that the blocks' log joints add up exactly to the
+    whole model's, as a sum of gradients over blocks needs.
+    """
+    from .distributed import check_additive, shard_units
+
+    if model.n_units is None:
+        model.subset(np.arange(1))  # raises the error that says what is missing
+    batch_units = int(batch_units)
+    if batch_units < 1:
+        raise ValueError(f"batch_units must be an int >= 1, got {batch_units}")
+    n_blocks = -(-model.n_units // min(batch_units, model.n_units))
+    cache = model.__dict__.setdefault("_unit_blocks", {})
+    key = (n_blocks, id(model.subset_fn))
+    if key not in cache:
+        blocks = shard_units(model.n_units, n_blocks)
+        subs = [model.subset(b) for b in blocks]
+        u = model.to_unconstrained(theta)
+        for th in (theta, model.from_unconstrained(u + 0.1)):
+            check_additive(model, subs, blocks, th, exact=True)
+        cache[key] = (blocks, subs)
+    return cache[key]
 
 
 def _fd_grad(f, u, h=1e-6):
@@ -246,3 +288,4 @@ def update_covariance(model, theta, draws, h=1e-4):
     H = 0.5 * (H + H.T)
     Hinv = np.linalg.pinv(H)
     return Hinv @ V @ Hinv
+

@@ -294,6 +294,53 @@ def test_adam_mstep_approaches_the_maximiser_of_q_hat():
     assert abs(res.params["t"] - THETA_HAT) < 0.01
 
 
+def test_unit_blocks_gradients_add_up_to_the_whole():
+    """Reference: the full gradient of Q_hat is the sum over blocks of units of theirs."""
+    X, y, group, G, draws = _glmm_draws(5)
+    model = mcem.models.random_intercept_glmm(X, y, group)
+    theta = {"beta": np.array([0.2, -0.4]), "sigma": np.array(0.8)}
+    blocks, subs = mstep.unit_blocks(model, 7, theta)
+    assert [len(b) for b in blocks] == [7, 6, 6, 6] and np.array_equal(np.concatenate(blocks), np.arange(G))
+    whole = mstep.q_hat_grad(model, theta, draws)
+    parts = sum(mstep.q_hat_grad(m, theta, {"u": draws["u"][..., b]}) for m, b in zip(subs, blocks))
+    assert np.allclose(parts, whole, rtol=1e-6, atol=1e-6)
+    assert mstep.unit_blocks(model, 7, theta)[1] is subs  # built once per model
+
+
+def test_adam_over_units_and_draws_approaches_the_maximiser_of_q_hat():
+    X, y, group, G, draws = _glmm_draws(4)
+    draws = {"u": draws["u"] * 0.3 + 1.5 * np.sign(np.arange(G) - G / 2)}  # unit-specific draws
+    model = mcem.models.random_intercept_glmm(X, y, group)
+    theta = {"beta": np.array([0.0, 0.0]), "sigma": np.array(1.0)}
+    best, _ = mstep.numerical(model, theta, draws)
+    sgd, info = mstep.adam(model, theta, draws, np.random.default_rng(0), n_steps=600, lr=0.02,
+                           batch_draws=40, batch_units=5)
+    q0, qb, qs = (mstep.q_hat(model, t, draws) for t in (theta, best, sgd))
+    assert qs > q0 + 0.95 * (qb - q0)  # 95% of the attainable increase
+    # through fit: options reach the M step
+    res = mcem.fit(model, method="mcem", mstep="adam", rng=2, schedule="fixed", m_init=40,
+                   n_chains=2, max_iter=3, optimizer_options={"batch_units": 5, "n_steps": 20})
+    assert res.settings["mstep"] == "adam" and res.n_iter == 3
+
+
+def test_unit_minibatches_need_additive_blocks():
+    X, y, group, G, draws = _glmm_draws(4)
+    model = mcem.models.random_intercept_glmm(X, y, group)
+    theta = model.default_theta()
+    with pytest.raises(ValueError, match="no subset function"):
+        mstep.adam(lowlevel_logit_ri(X, y, group, G, True), theta, draws, np.random.default_rng(0),
+                   batch_units=5)
+    shifted = model.with_subset(lambda units: mcem.models.random_intercept_glmm(
+        X[np.isin(group, units)], y[np.isin(group, units)],
+        np.searchsorted(units, group[np.isin(group, units)]), init={"beta": np.zeros(2)}))
+    assert mstep.unit_blocks(shifted, 5, theta)  # the same model: additive
+    halved = model.with_subset(lambda units: mcem.models.random_intercept_glmm(
+        X[np.isin(group, units)][::2], y[np.isin(group, units)][::2],
+        np.searchsorted(units, group[np.isin(group, units)])[::2], init={"beta": np.zeros(2)}))
+    with pytest.raises(ValueError, match="gradients over blocks of units do not add up"):
+        mstep.adam(halved, theta, draws, np.random.default_rng(0), batch_units=5)
+
+
 def test_saem_with_a_memory_of_draws_reaches_the_linkage_mle():
     """Without sufficient statistics SAEM maximises a weighted memory of past Q estimates."""
     res = mcem.fit(linkage_model(), method="saem", mstep="numerical", rng=8, n_chains=4,
@@ -357,6 +404,33 @@ def test_mcem_with_optimism_correction_records_it():
     res = mcem.fit(linkage_model(), method="mcem", rng=3, correct_optimism=True)
     assert res.converged and np.all(res.history["optimism"][1:] >= 0)
     assert abs(res.params["t"] - THETA_HAT) < 0.01
+
+
+@pytest.mark.filterwarnings("ignore::mcem.ConvergenceWarning")
+def test_optimism_stall_is_reported_and_auto_correction_grows_m_and_stops():
+    """Factor analysis, 20 parameters, random-walk draws: delta-Q's in-sample optimism keeps the
+    published rule's lower bound above zero (m never grows, no stop), and the result says so;
+    correct_optimism="auto" corrects the sample-size decisions, m grows and the run stops near
+    the exact MLE."""
+    from mcem.models.linear_gaussian import factor_analysis
+
+    rng = np.random.default_rng(2024)
+    lam = np.array([[0.9, 0.0], [0.8, 0.3], [0.7, 0.0], [0.0, 0.8], [0.2, 0.9], [0.0, 0.7]])
+    X = np.linspace(-1, 1, 6) + rng.normal(size=(150, 2)) @ lam.T + rng.normal(size=(150, 6)) * 0.7
+    model = factor_analysis(X, 2, loadings="lower")
+    best = mcem.fit(model, method="em", tol=1e-14, max_iter=20_000)["loglik"]
+    opts = dict(method="mcem", rng=1, sampler="rwm", thin=2, m_init=100, tol=0.03, m_max=2000, max_iter=60)
+    with pytest.warns(mcem.MonteCarloWarning, match="correct_optimism='auto'"):
+        published = mcem.fit(model, **opts)
+    assert published.stopped_by == "max_iter" and published.history["m"].max() <= 200
+    assert "in-sample optimism" in published.message
+    res = mcem.fit(model, correct_optimism="auto", **opts)
+    assert res.converged and res.stopped_by == "tol", res.message
+    assert res.history["m"].max() >= 1000 and np.all(res.history["optimism"][1:] >= 0)
+    # a gap of k^2 / 2 in log-likelihood is k standard errors along the worst direction
+    assert 0 <= best - model.exact_loglik(res.params) < 0.125
+    with pytest.raises(ValueError, match="correct_optimism must be True, False or 'auto', got 'yes'"):
+        mcem.fit(model, method="mcem", correct_optimism="yes")
 
 
 @pytest.mark.filterwarnings("ignore::mcem.ConvergenceWarning")
