@@ -172,6 +172,10 @@ class Model:
         ``grad_params(theta, z, data) -> dict``: the gradient of the log joint (summed over
         units) with respect to each constrained parameter, shape ``batch + param_shape``. Used by
         the numerical and stochastic M steps instead of finite differences.
+    value_and_grad : callable, optional
+        ``value_and_grad(theta, z, data) -> (total, grads)``: ``log_joint_total`` and
+        ``grad_params`` from one pass over the data, for the numerical M step, which needs both
+        at every trial point.
     log_joint_total : callable, optional
         ``log_joint_total(theta, z, data)``: the log joint summed over units, shape ``batch``;
         a faster path for Q evaluations when ``log_joint`` spends time building unit terms.
@@ -210,6 +214,7 @@ class Model:
         n_obs: int | None = None,
         conditionals: Mapping | None = None,
         subset: Callable | None = None,
+        value_and_grad: Callable | None = None,
         name: str | None = None,
     ):
         if not callable(log_joint):
@@ -227,6 +232,7 @@ class Model:
             ("grad_params", grad_params),
             ("log_joint_total", log_joint_total),
             ("subset", subset),
+            ("value_and_grad", value_and_grad),
         ]:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{nm} must be callable or None, got {type(fn).__name__}")
@@ -238,6 +244,9 @@ class Model:
         self.grad_params_fn = grad_params
         self.log_joint_total_fn = log_joint_total
         self.subset_fn = subset
+        self.value_and_grad_fn = value_and_grad
+        if value_and_grad is not None and grad_params is None:
+            raise ValueError("value_and_grad needs grad_params as well (the other M steps use it alone)")
         if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)

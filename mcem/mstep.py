@@ -102,7 +102,20 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
         return v if np.isfinite(v) else np.inf
 
     jac = None
-    if model.grad_params_fn is not None:
+    if model.value_and_grad_fn is not None:  # both from one pass over the data
+
+        def f(u):  # noqa: F811
+            th = model.from_unconstrained(u)
+            with np.errstate(all="ignore"):
+                total, g = model.value_and_grad_fn(th, draws, model.data)
+                v = -float(np.mean(total))
+            if not np.isfinite(v):
+                return np.inf, np.zeros_like(u)
+            mean = {n: np.asarray(g[n], dtype=float).mean(axis=(0, 1)) for n in model.param_names}
+            return v, -model.grad_to_unconstrained(u, mean)
+
+        jac = True
+    elif model.grad_params_fn is not None:
 
         def jac(u):
             return -q_hat_grad(model, model.from_unconstrained(u), draws)

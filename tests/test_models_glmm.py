@@ -163,6 +163,30 @@ def test_grad_params_matches_finite_differences(family):
     np.testing.assert_allclose(g["sigma"], fd, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["logit", "poisson"])
+@pytest.mark.parametrize("chunk", [1 << 16, 7])
+def test_value_and_grad_is_the_total_and_the_gradient(family, chunk, monkeypatch):
+    monkeypatch.setattr(glmm, "_CHUNK", chunk)
+    X, y, group, offset = tiny_data(family, rng=6)
+    model = glmm.random_intercept_glmm(X, y, group, family, offset=offset)
+    theta = {"beta": np.array([0.2, -0.4]), "sigma": np.array(1.1)}
+    u = np.random.default_rng(7).standard_normal((2, 5, group.max() + 1)) * 3.0  # both signs of eta
+    total, g = model.value_and_grad_fn(theta, {"u": u}, model.data)
+    np.testing.assert_allclose(total, model.log_joint_total_fn(theta, {"u": u}, model.data), rtol=1e-12, atol=1e-9)
+    ref = model.grad_params_fn(theta, {"u": u}, model.data)
+    for k in ref:
+        np.testing.assert_allclose(g[k], ref[k], rtol=1e-10, atol=1e-10)
+    # the numerical M step reaches the same maximiser with or without it
+    from mcem import mstep
+
+    plain = mcem.Model(model.log_joint_fn, params=model.params, latents=model.latents, data=model.data,
+                       grad_params=model.grad_params_fn, log_joint_total=model.log_joint_total_fn)
+    a, _ = mstep.numerical(model, theta, {"u": u})
+    b, _ = mstep.numerical(plain, theta, {"u": u})
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
 def test_mc_covariance_matches_update_covariance():
     d = glmm.simulate_random_intercept(8, 5, [0.2, -0.4], 0.9, "logit", rng=6)
     model = glmm.random_intercept_glmm(d["X"], d["y"], d["group"])

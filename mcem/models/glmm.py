@@ -224,7 +224,7 @@ def _eta_blocks(lin, u, group):
     step = max(1, _CHUNK // n)
     for a in range(0, B, step):
         b = min(B, a + step)
-        eta = u[a:b][:, group]
+        eta = np.take(u[a:b], group, axis=1)
         eta += lin
         yield slice(a, b), eta
 
@@ -350,6 +350,36 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
             "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma,
         }
 
+    def value_and_grad(theta, z, data):
+        if fam != "logit":  # the Poisson total is O(G) per draw: nothing to share
+            return log_joint_total(theta, z, data), grad_params(theta, z, data)
+        # logit: one pass over the linear predictor for both; with t = exp(-|eta|),
+        # softplus(eta) = max(eta, 0) + log1p(t) and sigmoid(eta) = (1 or t) / (1 + t)
+        beta, sigma = _beta_sigma(theta)
+        u, uf = _flat_u(z, G)
+        lin = data["X"] @ beta + data["offset"]
+        y, Xs = data["y"], data["X"]
+        curv = np.empty(uf.shape[0])
+        gb = np.empty((uf.shape[0], p))
+        for rows, eta in _eta_blocks(lin, uf, data["group"]):
+            t = np.abs(eta)
+            curv[rows] = 0.5 * (eta.sum(axis=1) + t.sum(axis=1))
+            np.negative(t, out=t)
+            np.exp(t, out=t)
+            curv[rows] += np.log1p(t).sum(axis=1)
+            r = t + 1.0
+            np.reciprocal(r, out=r)
+            np.multiply(t, r, out=t)
+            mean = np.where(eta >= 0.0, r, t)
+            np.subtract(y, mean, out=mean)
+            gb[rows] = mean @ Xs
+        linear = data["y"] @ lin + uf @ data["ysum"]
+        prior = -0.5 * np.sum(uf**2, axis=-1) / sigma**2 - G * (np.log(sigma) + _HALF_LOG_2PI)
+        total = (linear - curv + prior).reshape(u.shape[:-1])
+        grads = {"beta": gb.reshape(u.shape[:-1] + (p,)),
+                 "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma}
+        return total, grads
+
     model = Model(
         log_joint,
         params={"beta": C.real(shape=p), "sigma": C.positive},
@@ -358,6 +388,7 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
         init=start,
         grad_params=grad_params,
         log_joint_total=log_joint_total,
+        value_and_grad=value_and_grad,
         n_obs=n,
         name=f"random_intercept_glmm({fam}, p={p}, G={G})",
     )
