@@ -234,13 +234,16 @@ def run_mcem(
     so when that stalls a run). The bias is estimated by cross-fitting two halves of the draws
     (halves of the chains, two extra M steps on half the draws each) and recorded as
     ``optimism``. ``False`` (default) is the published rule. ``"auto"`` subtracts it where the
-    sample size is decided (appending draws, the next m) and keeps the uncorrected,
-    conservative, upper bound for stopping; ``True`` subtracts it from the stopping bound too.
+    sample size is decided (appending draws, the next m: the history's ``lower``) and keeps the
+    uncorrected, conservative, ``delta_q`` and ``upper`` for stopping; ``True`` subtracts it
+    from those too. Neither applies with ``stream=True`` or the Adam M step (``"auto"`` is then
+    the published rule; ``True`` is refused with ``stream=True``).
     With either, m grows sooner, and where EM itself is slow (a small true delta-Q far from the
     optimum) the run may stop sooner: on the salamander data at ``tol=0.01`` the variance
     components stop 0.1 short of the published rule's.
 
-    ``stream``: keep no draws. The closed-form M step accumulates the sufficient statistics draw
+    ``stream``: keep no draws (with a sharded E step, one run's draws still gather in this
+    process: see :mod:`mcem.distributed`). The closed-form M step accumulates the sufficient statistics draw
     by draw; delta-Q is then computed by replaying the same chains from their saved state and
     generator (identical draws, twice the sampling, memory independent of m). Needs the model's
     sufficient statistics; the result has no ``draws`` (standard errors then need an exact
@@ -260,6 +263,8 @@ def run_mcem(
     gamma = check_positive_float(gamma, "gamma")
     sched = make_schedule(schedule, m_init, m_max)
     kind = _choose_mstep(model, mstep)
+    if isinstance(correct_optimism, np.bool_):
+        correct_optimism = bool(correct_optimism)
     if not (isinstance(correct_optimism, bool) or correct_optimism == "auto"):
         raise ValueError(f"correct_optimism must be True, False or 'auto', got {correct_optimism!r}")
     correcting = correct_optimism is True or (correct_optimism == "auto" and not stream and isinstance(sched, Ascent))
@@ -388,7 +393,8 @@ def run_mcem(
     recent = loop.history.rows[1:][-10:]
     # the stall of the published rule: delta-Q's in-sample optimism keeps its lower bound above
     # zero, so m never grows and the upper bound never reaches tol
-    stalled = (stopped_by == "max_iter" and isinstance(sched, Ascent) and not correcting and len(recent) >= 5
+    stalled = (stopped_by == "max_iter" and isinstance(sched, Ascent) and not correcting and kind != "adam"
+               and len(recent) >= 5
                and len({r["m"] for r in recent}) == 1 and recent[-1]["m"] < m_max
                and all(r["lower"] > 0 for r in recent))
     if stalled:
@@ -396,7 +402,7 @@ def run_mcem(
             f"; the sample size stayed at m={recent[-1]['m']:g} with delta-Q's lower bound above zero in "
             f"the last {len(recent)} iterations: its in-sample optimism (O(p/m) for p="
             f"{model.n_unconstrained} parameters) may be what keeps it up; correct_optimism='auto' "
-            "corrects the sample-size decisions for it"
+            "corrects the sample-size decisions for it" + (" (with stream=False)" if stream else "")
         )
         warnings.warn("mcem: " + message, MonteCarloWarning, stacklevel=3)
     elif stopped_by == "max_iter" and (swamped or noisy):

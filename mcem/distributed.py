@@ -23,8 +23,14 @@ Use it through :func:`mcem.fit` (``shards=4, executor=pool``) or directly::
         res = es.run(theta, state, n_draws=100, rng=rng)
 
 Models and their data travel to the workers pickled (with ``cloudpickle`` when it is installed,
-as it is with Dask, so closures work), once per block and run; each worker keeps the blocks it
-has seen, so only the parameters and the chain states move after that.
+as it is with Dask, so closures work). Each worker keeps the blocks it has seen (those of the
+two latest sharded E steps); a block goes out with its data the first time and again only to a
+worker that lacks it, otherwise only the parameters and the chain states move. With a
+``ProcessPoolExecutor`` the workers write their draws into memory-mapped files (in
+``/dev/shm`` where there is one) instead of sending them back through a pipe; without room
+there the draws come back through the executor. With ``keep=False`` and a reducer (streamed
+MCEM), the blocks' draws of one run still come back to the driver, so sharding keeps the
+memory of one run's draws.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -68,7 +75,12 @@ class ShardedState(NamedTuple):
 
 # ------------------------------------------------------------------ the worker side
 _CACHE: OrderedDict = OrderedDict()  # key -> EStep of one block, per worker process
-_CACHE_SIZE = 64
+_CACHE_RUNS = 2  # blocks of this many sharded E steps (the latest) stay in a worker
+_LOCK = threading.Lock()  # thread-pool and Dask workers share the cache
+
+
+class _Missing(Exception):
+    """A worker has not seen this block yet: the driver resends it with its data."""
 
 
 def _dumps(obj) -> bytes:
@@ -91,15 +103,20 @@ def _dumps(obj) -> bytes:
 
 def _block_estep(key, payload):
     """The E step of one block, unpickled and built once per worker process."""
-    es = _CACHE.get(key)
-    if es is None:
-        model, sampler, options = pickle.loads(payload)
-        es = EStep(model, sampler, **options)
+    with _LOCK:
+        es = _CACHE.get(key)
+        if es is not None:
+            _CACHE.move_to_end(key)
+            return es
+    if payload is None:
+        raise _Missing(key)
+    model, sampler, options = pickle.loads(payload)
+    es = EStep(model, sampler, **options)
+    with _LOCK:
         _CACHE[key] = es
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
+        runs = list(dict.fromkeys(k.split("-")[0] for k in reversed(_CACHE)))  # newest first
+        for k in [k for k in _CACHE if k.split("-")[0] not in runs[:_CACHE_RUNS]]:
+            del _CACHE[k]
     return es
 
 
@@ -114,7 +131,13 @@ def _run_task(key, payload, theta, state, n_draws, rng, burn, out=None):
     # same machine: write the draws into the driver's memory-mapped files, send back the rest
     for name, (path, shape, dtype, start, stop) in out.items():
         mm = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
-        mm[:, :, start:stop] = res.draws[name]
+        part = res.draws[name]
+        if part.dtype != mm.dtype or part.shape != mm[:, :, start:stop].shape:
+            raise TypeError(
+                f"block draws of {name!r} have dtype {part.dtype} and shape {part.shape}; the "
+                f"driver expected {mm.dtype} and {mm[:, :, start:stop].shape}"
+            )
+        mm[:, :, start:stop] = part
         del mm
     return res._replace(draws={})
 
@@ -183,16 +206,18 @@ class ShardedEStep(EStep):
             "min_acceptance": self.min_acceptance, "max_rhat": self.max_rhat,
             "rhat_min_draws": self.rhat_min_draws,
         }
-        self._local = [EStep(m, sampler, **self._options) for m in sub_models]
         for m in sub_models:
             m.per_unit  # noqa: B018 - learn the unit structure here, not in every worker
-        self._payloads = None
-        if executor is not None:
+        self._local = self._payloads = None
+        if executor is None:
+            self._local = [EStep(m, sampler, **self._options) for m in sub_models]
+        else:  # the driver keeps the pickled blocks only, sent to a worker when it lacks them
             self._payloads = [_dumps((m, sampler, self._options)) for m in sub_models]
             run_id = uuid.uuid4().hex
             self._keys = [
                 f"{run_id}-{i}-{hashlib.sha1(p).hexdigest()[:12]}" for i, p in enumerate(self._payloads)
             ]
+            self._sent = [False] * self.shards
 
     def __repr__(self):
         return (
@@ -213,25 +238,34 @@ class ShardedEStep(EStep):
                 except Exception as exc:
                     raise self._block_error(exc, i, what) from exc
             return out
-        futures = [
-            self.executor.submit(task, self._keys[i], self._payloads[i], *args)
-            for i, args in enumerate(args_per_block)
-        ]
+        def submit(i, with_data):
+            self._sent[i] = self._sent[i] or with_data
+            payload = self._payloads[i] if with_data else None
+            return self.executor.submit(task, self._keys[i], payload, *args_per_block[i])
+
+        futures = [submit(i, not self._sent[i]) for i in range(self.shards)]
         out = []
-        for i, f in enumerate(futures):  # results in block order, whatever order they finish
+        for i in range(self.shards):  # results in block order, whatever order they finish
             try:
-                out.append(f.result())
+                try:
+                    out.append(futures[i].result())
+                except _Missing:  # that worker has not seen block i: send it with its data
+                    out.append(submit(i, True).result())
             except Exception as exc:
-                for g in futures[i + 1:]:
-                    g.cancel()
+                for g in futures[i + 1:]:  # let the others finish before the caller cleans up
+                    if not g.cancel():
+                        try:
+                            g.result()
+                        except Exception:  # noqa: S110 - the first error is the one reported
+                            pass
                 raise self._block_error(exc, i, what) from exc
         return out
 
     def _block_error(self, exc, i, what):
         b = self.blocks[i]
-        return with_context(
-            exc, f"sharded E step: {what} of block {i} (units {b[0]}..{b[-1]}) raised {type(exc).__name__}"
-        )
+        msg = f"sharded E step: {what} of block {i} (units {b[0]}..{b[-1]}) raised {type(exc).__name__}"
+        new = with_context(exc, msg)
+        return new if new is not exc else RuntimeError(f"{msg}: {exc}")
 
     # ------------------------------------------------------------------ public interface
     def init(self, theta, rng) -> ShardedState:
@@ -254,12 +288,7 @@ class ShardedEStep(EStep):
                 f"state must be a ShardedState of {self.shards} blocks (from ShardedEStep.init or run), "
                 f"got {type(state).__name__}"
             )
-        n_draws = check_positive_int(n_draws, "n_draws", minimum=0)
-        if burn is None:
-            burn = self.burn if state.n_runs == 0 else self.warm_burn
-        burn = check_positive_int(burn, "burn", minimum=0)
-        if reducer is not None and not callable(reducer):
-            raise TypeError(f"reducer must be callable or None, got {type(reducer).__name__}")
+        n_draws, burn = self._run_args(state, n_draws, burn, reducer)
         theta = self.model.check_theta(theta, "theta")
         rngs = as_generator(rng).spawn(self.shards)
         t0 = time.perf_counter()
@@ -314,9 +343,17 @@ class ShardedEStep(EStep):
                 dtype = np.asarray(z[n]).dtype
                 shape = (self.n_chains, n_draws) + spec.shape
                 fd, path = tempfile.mkstemp(prefix="mcem-draws-", suffix=".bin", dir=_scratch_dir())
-                with os.fdopen(fd, "wb") as fh:
-                    fh.truncate(max(1, int(np.prod(shape)) * dtype.itemsize))
                 files[n] = (path, shape, dtype.str)
+                with os.fdopen(fd, "wb") as fh:
+                    size = max(1, int(np.prod(shape)) * dtype.itemsize)
+                    if hasattr(os, "posix_fallocate"):
+                        os.posix_fallocate(fh.fileno(), 0, size)  # no space: an error here, not a crash later
+                    else:  # pragma: no cover - not Linux
+                        fh.truncate(size)
+        except OSError:  # no room in the scratch space: send the draws back through the executor
+            for path, _, _ in files.values():
+                os.unlink(path)
+            return None
         except BaseException:
             for path, _, _ in files.values():
                 os.unlink(path)
@@ -347,7 +384,7 @@ class ShardedEStep(EStep):
             low_acceptance=bool(low),
             shards=self.shards,
             shard_seconds=[float(r.diagnostics["seconds"]) for r in results],
-            sampler=repr(self._local[0].kernel),
+            sampler=results[0].diagnostics["sampler"],
         )
         return base
 
@@ -381,6 +418,11 @@ def check_additive(model, sub_models, blocks, theta, exact=False, n_checks=3):
         parts = sum(
             m.log_joint_sum(theta, {n: v[:, b] for n, v in z.items()}, 1)
             for m, b in zip(sub_models, blocks, strict=True)
+        )
+    if not (np.all(np.isfinite(whole)) and np.all(np.isfinite(parts))):
+        raise ValueError(
+            f"model {model.name!r}: the log joint is not finite at the parameters {theta} and the "
+            "random latents used to check model.subset; start from parameters where it is"
         )
     rest = np.asarray(whole - parts, dtype=float)
     atol = 1e-8 * (1 + np.abs(whole).max())

@@ -292,12 +292,7 @@ class EStep:
             raise TypeError(
                 f"state must be an EStepState (from EStep.init or run), got {type(state).__name__}"
             )
-        n_draws = check_positive_int(n_draws, "n_draws", minimum=0)
-        if burn is None:
-            burn = self.burn if state.n_runs == 0 else self.warm_burn
-        burn = check_positive_int(burn, "burn", minimum=0)
-        if reducer is not None and not callable(reducer):
-            raise TypeError(f"reducer must be callable or None, got {type(reducer).__name__}")
+        n_draws, burn = self._run_args(state, n_draws, burn, reducer)
         target = self.target(theta)
         rng = as_generator(rng)
         (r,) = rng.spawn(1)
@@ -339,6 +334,16 @@ class EStep:
         return EStepResult(draws, EStepState(ks, state.n_runs + 1), diag, trace)
 
     # ------------------------------------------------------------------ internals
+    def _run_args(self, state, n_draws, burn, reducer):
+        """Checked ``n_draws`` and ``burn`` (default: ``burn`` on the first run, ``warm_burn`` after)."""
+        n_draws = check_positive_int(n_draws, "n_draws", minimum=0)
+        if burn is None:
+            burn = self.burn if state.n_runs == 0 else self.warm_burn
+        burn = check_positive_int(burn, "burn", minimum=0)
+        if reducer is not None and not callable(reducer):
+            raise TypeError(f"reducer must be callable or None, got {type(reducer).__name__}")
+        return n_draws, burn
+
     def _run_block(self, ks, target, r, burn, n_draws, keep, reducer, acc_burn, acc_keep):
         kernel = self.kernel
         site = kernel.order[0]

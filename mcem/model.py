@@ -419,6 +419,7 @@ class Model:
         if not callable(fn):
             raise TypeError(f"with_subset: fn must be callable, got {type(fn).__name__}")
         out = copy.copy(self)
+        out.__dict__.pop("_unit_blocks", None)  # blocks built by the old subset function
         out.subset_fn = fn
         return out
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize
 
+from ._validation import check_positive_int
+
 __all__ = [
     "MStepInfo",
     "per_draw_log_joint",
@@ -102,12 +104,19 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
         return v if np.isfinite(v) else np.inf
 
     jac = None
+    batch = next(iter(draws.values())).shape[:2]
     if model.value_and_grad_fn is not None:  # both from one pass over the data
 
         def f(u):  # noqa: F811
             th = model.from_unconstrained(u)
             with np.errstate(all="ignore"):
                 total, g = model.value_and_grad_fn(th, draws, model.data)
+                total = np.asarray(total, dtype=float)
+                if total.shape != batch:
+                    raise ValueError(
+                        f"value_and_grad must return the log joint summed over units, one value per "
+                        f"draw (shape {batch}), got shape {total.shape}"
+                    )
                 v = -float(np.mean(total))
             if not np.isfinite(v):
                 return np.inf, np.zeros_like(u)
@@ -178,20 +187,18 @@ def unit_blocks(model, batch_units, theta):
 
     if model.n_units is None:
         model.subset(np.arange(1))  # raises the error that says what is missing
-    batch_units = int(batch_units)
-    if batch_units < 1:
-        raise ValueError(f"batch_units must be an int >= 1, got {batch_units}")
+    batch_units = check_positive_int(batch_units, "batch_units")
     n_blocks = -(-model.n_units // min(batch_units, model.n_units))
     cache = model.__dict__.setdefault("_unit_blocks", {})
-    key = (n_blocks, id(model.subset_fn))
-    if key not in cache:
+    hit = cache.get(n_blocks)
+    if hit is None or hit[0] is not model.subset_fn:  # built by this very subset function
         blocks = shard_units(model.n_units, n_blocks)
         subs = [model.subset(b) for b in blocks]
         u = model.to_unconstrained(theta)
         for th in (theta, model.from_unconstrained(u + 0.1)):
             check_additive(model, subs, blocks, th, exact=True)
-        cache[key] = (blocks, subs)
-    return cache[key]
+        hit = cache[n_blocks] = (model.subset_fn, blocks, subs)
+    return hit[1], hit[2]
 
 
 def _fd_grad(f, u, h=1e-6):

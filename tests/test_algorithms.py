@@ -327,6 +327,7 @@ def test_unit_minibatches_need_additive_blocks():
     X, y, group, G, draws = _glmm_draws(4)
     model = mcem.models.random_intercept_glmm(X, y, group)
     theta = model.default_theta()
+    assert mstep.unit_blocks(model, 5, theta)  # cached on the model: copies must not reuse it
     with pytest.raises(ValueError, match="no subset function"):
         mstep.adam(lowlevel_logit_ri(X, y, group, G, True), theta, draws, np.random.default_rng(0),
                    batch_units=5)

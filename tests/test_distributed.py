@@ -72,6 +72,41 @@ def test_sharded_fit_is_bit_identical_serially_and_on_a_process_pool(glmm, pool)
     assert serial.draws["u"].shape[-1] == glmm.n_units
 
 
+def test_without_room_for_draw_files_the_draws_come_back_through_the_pool(glmm, pool, monkeypatch):
+    import errno
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    serial = _fit(glmm)
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    _same(serial, _fit(glmm, executor=pool))
+
+
+def test_workers_get_a_block_with_its_data_only_when_they_lack_it(glmm, pool):
+    from mcem import distributed as D
+
+    es = mcem.EStep(glmm, shards=2, executor=pool, n_chains=2, burn=5, warm_burn=1)
+    theta = glmm.default_theta()
+    state = es.init(theta, 1)
+    assert es._sent == [True, True]
+    sent = []
+    submit = pool.submit
+
+    class Spy:
+        def submit(self, fn, key, payload, *args):
+            sent.append(payload is not None)
+            return submit(fn, key, payload, *args)
+
+    es.executor = Spy()
+    for seed in range(6):
+        state = es.run(theta, state, 3, seed).state
+    assert sent.count(True) <= 2 * len(es.blocks)  # at most once per worker and block
+    assert sent.count(False) >= 12 - 2 * len(es.blocks)
+    with pytest.raises(D._Missing):
+        D._block_estep("never-seen-0-0", None)
+
+
 def test_sharded_fit_is_bit_identical_on_a_dask_cluster(glmm):
     distributed = pytest.importorskip("distributed")
     serial = _fit(glmm)

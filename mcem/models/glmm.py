@@ -24,7 +24,6 @@ numerical Hessian. This is the reference every Monte Carlo fit of this model is 
 
 from __future__ import annotations
 
-import functools
 import numbers
 import time
 from typing import NamedTuple
