@@ -21,13 +21,16 @@ its first axis. An observation says which unit each of its elements belongs to w
 ``unit_index`` (an integer array over the observation's first axis), or, when several unit
 latents are involved (crossed random effects), a dict ``{latent name: index array}``. The compiled
 model then returns per-unit log-density terms (one unit latent) or per-latent conditionals (several),
-so samplers can update all units at once.
+so samplers can update all units at once. With one unit latent whose length is an argument and
+every observation tied to it by one index argument, the model also restricts itself to blocks of
+units (:meth:`mcem.Model.subset`), for the sharded E step and unit minibatches.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -318,8 +321,58 @@ def _compile(fn, data):
         conditionals=conditionals,
         log_joint_total=total,
         n_obs=_count_observations(trace) or None,
+        subset=_row_subset(fn, data, trace, unit_latents, shapes),
         name=name,
     )
+
+
+def _row_subset(fn, data, trace, unit_latents, shapes):
+    """A subset function found from the data, or None when the pattern is not recognised.
+
+    Recognised: one unit latent whose length is an int argument (``n_groups``), and every
+    observation tied to its units by one and the same index argument (``unit_index=group``).
+    A block then keeps the rows of that index's units (every array argument as long as the
+    index), the units' entries of unit-level arrays (as long as the latent) and renumbers the
+    index; other arguments are kept. The sharded E step and unit minibatches check that the
+    blocks add up to the whole model, so a wrong guess is refused, not used.
+    """
+    if len(unit_latents) != 1 or not isinstance(data, Mapping):
+        return None
+    n_units = shapes[unit_latents[0]][0]
+    keys = set()
+    for st in trace.sites.values():
+        if st.kind != "observe":
+            continue
+        found = [k for k, v in data.items() if st.unit_index is not None and v is st.unit_index]
+        if len(found) != 1:
+            return None
+        keys.add(found[0])
+    counts = [k for k, v in data.items()
+              if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == n_units]
+    if len(keys) != 1 or len(counts) != 1:
+        return None
+    index_key, count_key = keys.pop(), counts[0]
+    n_rows = len(data[index_key])
+
+    def length(v):
+        return v.shape[0] if isinstance(v, np.ndarray) and v.ndim >= 1 else None
+
+    rows_keys = [k for k, v in data.items() if k != index_key and length(v) == n_rows]
+    unit_keys = [k for k, v in data.items() if length(v) == n_units and k not in rows_keys and k != index_key]
+    if n_rows == n_units and not np.array_equal(data[index_key], np.arange(n_units)):
+        return None  # rows and units alike in length but not in order: ambiguous
+
+    def subset(units):
+        index = data[index_key]
+        rows = np.isin(index, units)
+        new = dict(data)
+        new.update({k: data[k][rows] for k in rows_keys})
+        new.update({k: data[k][units] for k in unit_keys})
+        new[index_key] = np.searchsorted(units, index[rows])
+        new[count_key] = len(units)
+        return _compile(fn, check_data(new, "data"))
+
+    return subset
 
 
 def _factorises(total, cond, theta, latents, data, site, n_checks=3):

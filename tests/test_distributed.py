@@ -83,26 +83,34 @@ def test_without_room_for_draw_files_the_draws_come_back_through_the_pool(glmm, 
     _same(serial, _fit(glmm, executor=pool))
 
 
-def test_workers_get_a_block_with_its_data_only_when_they_lack_it(glmm, pool):
+def test_workers_get_a_block_with_its_data_only_when_they_lack_it(glmm):
+    """Threads share one cache: after init every block is known, so runs send keys only. (On a
+    process pool a worker that lacks a block gets it with its data: the bit-identity tests.)"""
     from mcem import distributed as D
 
-    es = mcem.EStep(glmm, shards=2, executor=pool, n_chains=2, burn=5, warm_burn=1)
-    theta = glmm.default_theta()
-    state = es.init(theta, 1)
-    assert es._sent == [True, True]
-    sent = []
-    submit = pool.submit
+    threads = ThreadPoolExecutor(2)
+    try:
+        es = mcem.EStep(glmm, shards=2, executor=threads, n_chains=2, burn=5, warm_burn=1)
+        theta = glmm.default_theta()
+        state = es.init(theta, 1)
+        assert es._sent == [True, True]
+        sent = []
+        submit = threads.submit
 
-    class Spy:
-        def submit(self, fn, key, payload, *args):
-            sent.append(payload is not None)
-            return submit(fn, key, payload, *args)
+        class Spy:
+            def submit(self, fn, key, payload, *args):
+                sent.append(payload is not None)
+                return submit(fn, key, payload, *args)
 
-    es.executor = Spy()
-    for seed in range(6):
-        state = es.run(theta, state, 3, seed).state
-    assert sent.count(True) <= 2 * len(es.blocks)  # at most once per worker and block
-    assert sent.count(False) >= 12 - 2 * len(es.blocks)
+        es.executor = Spy()
+        for seed in range(6):
+            state = es.run(theta, state, 3, seed).state
+        assert sent == [False] * 12
+        D._CACHE.clear()  # a worker that lost its blocks gets them again, with their data
+        state = es.run(theta, state, 3, 7).state
+        assert sent[12:] == [False, False, True, True]  # both tried without data, then resent
+    finally:
+        threads.shutdown()
     with pytest.raises(D._Missing):
         D._block_estep("never-seen-0-0", None)
 
@@ -152,6 +160,51 @@ def normal_effects(m, y, group, n_groups):
     tau = m.param("tau", constraint=C.positive, init=1.5)
     u = m.latent("u", dist.Normal(0.0, tau), shape=n_groups, unit=True)
     m.observe("y", dist.Normal(mu + u[..., group], 1.0), y, unit_index=group)
+
+
+@mcem.model
+def normal_effects_computed_index(m, y, group, n_groups):
+    mu = m.param("mu", init=0.5)
+    tau = m.param("tau", constraint=C.positive, init=1.5)
+    u = m.latent("u", dist.Normal(0.0, tau), shape=n_groups, unit=True)
+    m.observe("y", dist.Normal(mu + u[..., group], 1.0), y, unit_index=np.asarray(group) * 1)
+
+
+@mcem.model
+def unit_covariate_effects(m, y, x, group, w, n_groups, scale):
+    b = m.param("b", shape=2)
+    tau = m.param("tau", constraint=C.positive, init=1.0)
+    u = m.latent("u", dist.Normal(b[1] * w, tau), shape=n_groups, unit=True)   # unit-level w
+    m.observe("y", dist.Normal(b[0] * x + u[..., group], scale), y, unit_index=group)
+
+
+def test_compiled_models_find_their_subset_function():
+    model, y, group, counts = _normal_model()
+    auto = normal_effects(y=y, group=group, n_groups=40)
+    assert auto.subset_fn is not None
+    units = np.array([1, 4, 5, 17, 39])
+    a, b = auto.subset(units), model.subset(units)  # found vs written by hand
+    z = {"u": np.random.default_rng(1).normal(size=(3, 5))}
+    theta = auto.default_theta()
+    np.testing.assert_array_equal(a.log_joint(theta, z), b.log_joint(theta, z))
+    # unit-level arrays follow the units, row arrays the rows; a scalar stays
+    rng = np.random.default_rng(2)
+    G, n = 12, 30
+    grp = rng.integers(0, G, size=n)
+    grp[:G] = np.arange(G)
+    x, w = rng.normal(size=n), rng.normal(size=G)
+    yy = rng.normal(size=n)
+    m = unit_covariate_effects(y=yy, x=x, group=grp, w=w, n_groups=G, scale=0.7)
+    sub = m.subset(np.array([3, 8]))
+    assert np.array_equal(sub.data["w"], w[[3, 8]]) and sub.data["scale"] == 0.7
+    assert np.array_equal(sub.data["x"], x[np.isin(grp, [3, 8])])
+    es = mcem.EStep(m, shards=3)  # the blocks add up to the whole (checked on construction)
+    res = es.run(m.default_theta(), es.init(m.default_theta(), 0), 5, 1)
+    assert res.draws["u"].shape == (4, 5, G)
+    # not recognised: rows as many as units in another order, two index arrays, no count
+    perm = rng.permutation(G)
+    assert unit_covariate_effects(y=yy[:G], x=x[:G], group=perm, w=w, n_groups=G, scale=1.0).subset_fn is None
+    assert normal_effects_computed_index(y=y, group=group, n_groups=40).subset_fn is None
 
 
 def _normal_model(G=40, seed=3, n_per=(1, 6)):
@@ -232,7 +285,8 @@ def test_bad_sharding_input_is_named(glmm):
         mcem.EStep(glmm, shards=2, executor="processes")
     with pytest.raises(ValueError, match="shards must be"):
         mcem.EStep(glmm, shards=0)
-    no_subset = normal_effects(y=y, group=g, n_groups=60)
+    no_subset = normal_effects_computed_index(y=y, group=g, n_groups=60)
+    assert no_subset.subset_fn is None  # unit_index is not one of the arguments: not recognised
     with pytest.raises(ValueError, match="no subset function.*with_subset"):
         mcem.EStep(no_subset, shards=2)
     # a subset function that ignores the units: its models do not add up to the whole
