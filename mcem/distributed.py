@@ -22,8 +22,10 @@ Use it through :func:`mcem.fit` (``shards=4, executor=pool``) or directly::
         state = es.init(theta, rng)
         res = es.run(theta, state, n_draws=100, rng=rng)
 
-Models and their data travel to the workers pickled (with ``cloudpickle`` when it is installed,
-as it is with Dask, so closures work). Each worker keeps the blocks it has seen (those of the
+Models and their data travel to the workers pickled: with ``cloudpickle`` when it is installed
+(it comes with Dask, ``pip install "mcem[dask]"``), which pickles closures and so the models
+compiled by :func:`mcem.model`; otherwise with :mod:`pickle`, which needs module-level functions
+(the ready-made models have them). Each worker keeps the blocks it has seen (those of the
 two latest sharded E steps); a block goes out with its data the first time and again only to a
 worker that lacks it, otherwise only the parameters and the chain states move. With a
 ``ProcessPoolExecutor`` the workers write their draws into memory-mapped files (in
@@ -238,6 +240,7 @@ class ShardedEStep(EStep):
                 except Exception as exc:
                     raise self._block_error(exc, i, what) from exc
             return out
+
         def submit(i, with_data):
             self._sent[i] = self._sent[i] or with_data
             payload = self._payloads[i] if with_data else None

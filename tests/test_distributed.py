@@ -72,6 +72,25 @@ def test_sharded_fit_is_bit_identical_serially_and_on_a_process_pool(glmm, pool)
     assert serial.draws["u"].shape[-1] == glmm.n_units
 
 
+def test_ready_made_glmm_pickles_without_cloudpickle(glmm, pool, monkeypatch):
+    """Process pools need the blocks pickled; the GLMM's functions are module-level."""
+    import pickle
+    import sys
+
+    serial = _fit(glmm)
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)  # import cloudpickle fails
+    _same(serial, _fit(glmm, executor=pool))
+    compiled, *_ = _normal_model()  # closures: stdlib pickle cannot send them
+    with pytest.raises(Exception, match="could not be pickled.*install cloudpickle"):
+        mcem.EStep(compiled, shards=2, executor=pool)
+
+    copy = pickle.loads(pickle.dumps(glmm.subset(np.arange(10, 20))))
+    z = {"u": np.random.default_rng(3).normal(size=(2, 10))}
+    theta = glmm.default_theta()
+    np.testing.assert_array_equal(copy.log_joint(theta, z), glmm.subset(np.arange(10, 20)).log_joint(theta, z))
+    assert pickle.loads(pickle.dumps(glmm)).subset(np.arange(3)).n_units == 3
+
+
 def test_without_room_for_draw_files_the_draws_come_back_through_the_pool(glmm, pool, monkeypatch):
     import errno
 

@@ -242,6 +242,117 @@ def _flat_u(z, G):
     return u, u.reshape(-1, G)
 
 
+# module-level (picklable) pieces of the model; G, family and p come from the data
+def _ri_log_joint(theta, z, data):
+    G, fam = data["n_groups"], data["family"]
+    beta, sigma = _beta_sigma(theta)
+    u, uf = _flat_u(z, G)
+    lin = data["X"] @ beta + data["offset"]
+    y, g, st = data["y"], data["group"], data["starts"]
+    out = np.empty(uf.shape)
+    tmp = None
+    for rows, eta in _eta_blocks(lin, uf, g):
+        if tmp is None or tmp.shape != eta.shape:
+            tmp = np.empty_like(eta)
+        if fam == "logit":
+            _log1p_exp_neg_abs(eta, tmp)  # softplus(eta) = max(eta, 0) + tmp
+            np.add(tmp, np.maximum(eta, 0.0), out=tmp)
+        else:
+            with np.errstate(over="ignore"):
+                np.exp(eta, out=tmp)
+            tmp += data["lgy"]
+        eta *= y
+        eta -= tmp
+        out[rows] = _group_sum(eta, st)
+    return out.reshape(u.shape) + _normal_logpdf(u, sigma)
+
+
+def _ri_log_joint_total(theta, z, data):
+    G, fam = data["n_groups"], data["family"]
+    beta, sigma = _beta_sigma(theta)
+    u, uf = _flat_u(z, G)
+    lin = data["X"] @ beta + data["offset"]
+    # sum_i y_i eta_i = y . lin + sum_g ysum_g u_g
+    linear = data["y"] @ lin + uf @ data["ysum"]
+    if fam == "logit":
+        curv = np.empty(uf.shape[0])
+        tmp = None
+        for rows, eta in _eta_blocks(lin, uf, data["group"]):
+            if tmp is None or tmp.shape != eta.shape:
+                tmp = np.empty_like(eta)
+            # sum softplus = sum max(eta, 0) + sum log(1 + exp(-|eta|)), and
+            # sum max(eta, 0) = (sum eta + sum |eta|) / 2
+            s_eta = eta.sum(axis=1)
+            np.abs(eta, out=tmp)
+            s_abs = tmp.sum(axis=1)
+            curv[rows] = 0.5 * (s_eta + s_abs) + _log1p_exp_neg_abs(eta, tmp).sum(axis=1)
+        const = 0.0
+    else:
+        # sum_i exp(lin_i + u_g) = sum_g exp(u_g) sum_{i in g} exp(lin_i): O(G) per draw
+        with np.errstate(over="ignore"):
+            curv = np.exp(uf) @ _group_sum(np.exp(lin), data["starts"])
+        const = data["lgy"].sum()
+    prior = -0.5 * np.sum(uf**2, axis=-1) / sigma**2 - G * (np.log(sigma) + _HALF_LOG_2PI)
+    return (linear - curv - const + prior).reshape(u.shape[:-1])
+
+
+def _ri_grad_params(theta, z, data):
+    G, fam, p = data["n_groups"], data["family"], data["X"].shape[1]
+    beta, sigma = _beta_sigma(theta)
+    u, uf = _flat_u(z, G)
+    lin = data["X"] @ beta + data["offset"]
+    y, Xs = data["y"], data["X"]
+    gb = np.empty((uf.shape[0], p))
+    for rows, eta in _eta_blocks(lin, uf, data["group"]):
+        if fam == "logit":  # 1 / (1 + exp(-eta)): SIMD exp, faster than scipy's expit
+            np.negative(eta, out=eta)
+            with np.errstate(over="ignore"):
+                np.exp(eta, out=eta)
+            eta += 1.0
+            np.reciprocal(eta, out=eta)
+        else:
+            with np.errstate(over="ignore"):
+                np.exp(eta, out=eta)
+        np.subtract(y, eta, out=eta)  # residuals y - mean
+        gb[rows] = eta @ Xs
+    return {
+        "beta": gb.reshape(u.shape[:-1] + (p,)),
+        "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma,
+    }
+
+
+def _ri_value_and_grad(theta, z, data):
+    G, fam, p = data["n_groups"], data["family"], data["X"].shape[1]
+    if fam != "logit":  # the Poisson total is O(G) per draw: nothing to share
+        return _ri_log_joint_total(theta, z, data), _ri_grad_params(theta, z, data)
+    # logit: one pass over the linear predictor for both; with t = exp(-|eta|),
+    # softplus(eta) = max(eta, 0) + log1p(t) and sigmoid(eta) = (1 or t) / (1 + t)
+    beta, sigma = _beta_sigma(theta)
+    u, uf = _flat_u(z, G)
+    lin = data["X"] @ beta + data["offset"]
+    y, Xs = data["y"], data["X"]
+    curv = np.empty(uf.shape[0])
+    gb = np.empty((uf.shape[0], p))
+    for rows, eta in _eta_blocks(lin, uf, data["group"]):
+        t = np.abs(eta)
+        curv[rows] = 0.5 * (eta.sum(axis=1) + t.sum(axis=1))
+        np.negative(t, out=t)
+        np.exp(t, out=t)
+        curv[rows] += np.log1p(t).sum(axis=1)
+        r = t + 1.0
+        np.reciprocal(r, out=r)
+        np.multiply(t, r, out=t)
+        mean = np.where(eta >= 0.0, r, t)
+        np.subtract(y, mean, out=mean)
+        gb[rows] = mean @ Xs
+    linear = data["y"] @ lin + uf @ data["ysum"]
+    prior = -0.5 * np.sum(uf**2, axis=-1) / sigma**2 - G * (np.log(sigma) + _HALF_LOG_2PI)
+    total = (linear - curv + prior).reshape(u.shape[:-1])
+    grads = {"beta": gb.reshape(u.shape[:-1] + (p,)),
+             "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma}
+    return total, grads
+
+
 def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -> Model:
     """The random-intercept GLMM as an :class:`mcem.Model`.
 
@@ -277,117 +388,15 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
     if "beta" not in start:
         start["beta"] = _glm_start(d)
 
-    def log_joint(theta, z, data):
-        beta, sigma = _beta_sigma(theta)
-        u, uf = _flat_u(z, G)
-        lin = data["X"] @ beta + data["offset"]
-        y, g, st = data["y"], data["group"], data["starts"]
-        out = np.empty(uf.shape)
-        tmp = None
-        for rows, eta in _eta_blocks(lin, uf, g):
-            if tmp is None or tmp.shape != eta.shape:
-                tmp = np.empty_like(eta)
-            if fam == "logit":
-                _log1p_exp_neg_abs(eta, tmp)  # softplus(eta) = max(eta, 0) + tmp
-                np.add(tmp, np.maximum(eta, 0.0), out=tmp)
-            else:
-                with np.errstate(over="ignore"):
-                    np.exp(eta, out=tmp)
-                tmp += data["lgy"]
-            eta *= y
-            eta -= tmp
-            out[rows] = _group_sum(eta, st)
-        return out.reshape(u.shape) + _normal_logpdf(u, sigma)
-
-    def log_joint_total(theta, z, data):
-        beta, sigma = _beta_sigma(theta)
-        u, uf = _flat_u(z, G)
-        lin = data["X"] @ beta + data["offset"]
-        # sum_i y_i eta_i = y . lin + sum_g ysum_g u_g
-        linear = data["y"] @ lin + uf @ data["ysum"]
-        if fam == "logit":
-            curv = np.empty(uf.shape[0])
-            tmp = None
-            for rows, eta in _eta_blocks(lin, uf, data["group"]):
-                if tmp is None or tmp.shape != eta.shape:
-                    tmp = np.empty_like(eta)
-                # sum softplus = sum max(eta, 0) + sum log(1 + exp(-|eta|)), and
-                # sum max(eta, 0) = (sum eta + sum |eta|) / 2
-                s_eta = eta.sum(axis=1)
-                np.abs(eta, out=tmp)
-                s_abs = tmp.sum(axis=1)
-                curv[rows] = 0.5 * (s_eta + s_abs) + _log1p_exp_neg_abs(eta, tmp).sum(axis=1)
-            const = 0.0
-        else:
-            # sum_i exp(lin_i + u_g) = sum_g exp(u_g) sum_{i in g} exp(lin_i): O(G) per draw
-            with np.errstate(over="ignore"):
-                curv = np.exp(uf) @ _group_sum(np.exp(lin), data["starts"])
-            const = data["lgy"].sum()
-        prior = -0.5 * np.sum(uf**2, axis=-1) / sigma**2 - G * (np.log(sigma) + _HALF_LOG_2PI)
-        return (linear - curv - const + prior).reshape(u.shape[:-1])
-
-    def grad_params(theta, z, data):
-        beta, sigma = _beta_sigma(theta)
-        u, uf = _flat_u(z, G)
-        lin = data["X"] @ beta + data["offset"]
-        y, Xs = data["y"], data["X"]
-        gb = np.empty((uf.shape[0], p))
-        for rows, eta in _eta_blocks(lin, uf, data["group"]):
-            if fam == "logit":  # 1 / (1 + exp(-eta)): SIMD exp, faster than scipy's expit
-                np.negative(eta, out=eta)
-                with np.errstate(over="ignore"):
-                    np.exp(eta, out=eta)
-                eta += 1.0
-                np.reciprocal(eta, out=eta)
-            else:
-                with np.errstate(over="ignore"):
-                    np.exp(eta, out=eta)
-            np.subtract(y, eta, out=eta)  # residuals y - mean
-            gb[rows] = eta @ Xs
-        return {
-            "beta": gb.reshape(u.shape[:-1] + (p,)),
-            "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma,
-        }
-
-    def value_and_grad(theta, z, data):
-        if fam != "logit":  # the Poisson total is O(G) per draw: nothing to share
-            return log_joint_total(theta, z, data), grad_params(theta, z, data)
-        # logit: one pass over the linear predictor for both; with t = exp(-|eta|),
-        # softplus(eta) = max(eta, 0) + log1p(t) and sigmoid(eta) = (1 or t) / (1 + t)
-        beta, sigma = _beta_sigma(theta)
-        u, uf = _flat_u(z, G)
-        lin = data["X"] @ beta + data["offset"]
-        y, Xs = data["y"], data["X"]
-        curv = np.empty(uf.shape[0])
-        gb = np.empty((uf.shape[0], p))
-        for rows, eta in _eta_blocks(lin, uf, data["group"]):
-            t = np.abs(eta)
-            curv[rows] = 0.5 * (eta.sum(axis=1) + t.sum(axis=1))
-            np.negative(t, out=t)
-            np.exp(t, out=t)
-            curv[rows] += np.log1p(t).sum(axis=1)
-            r = t + 1.0
-            np.reciprocal(r, out=r)
-            np.multiply(t, r, out=t)
-            mean = np.where(eta >= 0.0, r, t)
-            np.subtract(y, mean, out=mean)
-            gb[rows] = mean @ Xs
-        linear = data["y"] @ lin + uf @ data["ysum"]
-        prior = -0.5 * np.sum(uf**2, axis=-1) / sigma**2 - G * (np.log(sigma) + _HALF_LOG_2PI)
-        total = (linear - curv + prior).reshape(u.shape[:-1])
-        grads = {"beta": gb.reshape(u.shape[:-1] + (p,)),
-                 "sigma": np.sum(u**2, axis=-1) / sigma**3 - G / sigma}
-        return total, grads
-
     model = Model(
-        log_joint,
+        _ri_log_joint,
         params={"beta": C.real(shape=p), "sigma": C.positive},
         latents={"u": Continuous(C.real, shape=G, unit=True)},
         data=d,
         init=start,
-        grad_params=grad_params,
-        log_joint_total=log_joint_total,
-        value_and_grad=value_and_grad,
+        grad_params=_ri_grad_params,
+        log_joint_total=_ri_log_joint_total,
+        value_and_grad=_ri_value_and_grad,
         n_obs=n,
         name=f"random_intercept_glmm({fam}, p={p}, G={G})",
     )
