@@ -201,7 +201,10 @@ class ShardedEStep(EStep):
         self.modes = None
         self.settings = {**self.settings, "shards": self.shards}
         theta = model.default_theta()
-        check_additive(model, sub_models, self.blocks, theta)
+        u0 = model.to_unconstrained(theta)
+        shift = np.random.default_rng(20061).normal(scale=0.5, size=u0.shape)
+        for th in (theta, model.from_unconstrained(u0 + shift)):  # starting values may hide terms
+            check_additive(model, sub_models, self.blocks, th)
         self._options = {
             "n_chains": self.n_chains, "burn": self.burn, "warm_burn": self.warm_burn,
             "thin": self.thin, "sampler_options": options.get("sampler_options"), "warn": False,
@@ -442,5 +445,6 @@ def check_additive(model, sub_models, blocks, theta, exact=False, n_checks=3):
             f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
             "joints of its subsets (model.subset) plus a term free of the latents, so the units' "
             "posterior does not factor over blocks and the E step cannot be sharded; check the "
-            "subset function"
+            "subset function (given with Model(subset=...) or with_subset, or found by mcem.model "
+            "from the data: then give one with model.with_subset(fn))"
         )

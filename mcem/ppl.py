@@ -336,6 +336,13 @@ def _row_subset(fn, data, trace, unit_latents, shapes):
     index; other arguments are kept. The sharded E step and unit minibatches check that the
     blocks add up to the whole model, so a wrong guess is refused, not used.
     """
+    try:
+        return _find_row_subset(fn, data, trace, unit_latents, shapes)
+    except Exception:  # a guess, never a reason for a model not to compile
+        return None
+
+
+def _find_row_subset(fn, data, trace, unit_latents, shapes):
     if len(unit_latents) != 1 or not isinstance(data, Mapping):
         return None
     n_units = shapes[unit_latents[0]][0]
@@ -352,7 +359,9 @@ def _row_subset(fn, data, trace, unit_latents, shapes):
     if len(keys) != 1 or len(counts) != 1:
         return None
     index_key, count_key = keys.pop(), counts[0]
-    n_rows = len(data[index_key])
+    if not isinstance(data[index_key], np.ndarray) or data[index_key].ndim != 1:
+        return None
+    n_rows = data[index_key].shape[0]
 
     def length(v):
         return v.shape[0] if isinstance(v, np.ndarray) and v.ndim >= 1 else None
@@ -365,12 +374,14 @@ def _row_subset(fn, data, trace, unit_latents, shapes):
     def subset(units):
         index = data[index_key]
         rows = np.isin(index, units)
-        new = dict(data)
+        new = dict(data)  # other arguments shared, read-only as they are
         new.update({k: data[k][rows] for k in rows_keys})
         new.update({k: data[k][units] for k in unit_keys})
         new[index_key] = np.searchsorted(units, index[rows])
         new[count_key] = len(units)
-        return _compile(fn, check_data(new, "data"))
+        for k in (*rows_keys, *unit_keys, index_key):
+            new[k].flags.writeable = False  # already checked: no copy, and empty blocks allowed
+        return _compile(fn, new)
 
     return subset
 

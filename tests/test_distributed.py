@@ -197,6 +197,25 @@ def unit_covariate_effects(m, y, x, group, w, n_groups, scale):
     m.observe("y", dist.Normal(b[0] * x + u[..., group], scale), y, unit_index=group)
 
 
+@mcem.model
+def centred_covariates(m, y, X, xmean, group, n_groups):
+    beta = m.param("beta", shape=X.shape[1])  # starts at 0, where xmean plays no part
+    u = m.latent("u", dist.Normal(0.0, 1.0), shape=n_groups, unit=True)
+    m.observe("y", dist.Normal((X - xmean) @ beta + u[..., group], 1.0), y, unit_index=group)
+
+
+def test_a_wrong_guess_is_refused_not_used():
+    """xmean is as long as the number of units by chance and is taken for a unit-level array;
+    at the starting values (beta = 0) the blocks still add up, elsewhere they do not."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(20, 2))
+    group = np.repeat(np.arange(2), 10)
+    model = centred_covariates(y=rng.normal(size=20), X=X, xmean=X.mean(axis=0), group=group, n_groups=2)
+    assert model.subset_fn is not None
+    with pytest.raises(ValueError, match="not the sum of the log joints of its subsets.*with_subset"):
+        mcem.EStep(model, shards=2)
+
+
 def test_compiled_models_find_their_subset_function():
     model, y, group, counts = _normal_model()
     auto = normal_effects(y=y, group=group, n_groups=40)
