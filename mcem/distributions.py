@@ -14,6 +14,12 @@ Conventions
   element, event axes summed out. Outside the support it returns ``-inf``, never NaN or an error.
 * ``sample(rng, sample_shape)`` takes a ``numpy.random.Generator`` and returns an array of shape
   ``sample_shape + batch_shape + event_shape``. Discrete distributions return int64 arrays.
+* ``support_mask(value)`` says where values (events) lie in the support, ``support_text`` says
+  what the support is in words, and ``check_value(value, name)`` refuses values outside it with
+  an error naming the first bad index and value (``TypeError`` for strings, objects or complex
+  numbers, ``ValueError`` for numbers outside the support). The model language checks observed
+  data with it when a model is built, with ``for_any_params=True`` (supports that move with
+  continuous parameters, such as Uniform's, are then only checked for finite values).
 * Parameter validation (cheap vectorised checks raising ``ValueError``) is on by default. Turn it
   off globally with ``mcem.distributions.validate_args = False`` or per instance with
   ``validate_args=False``; ``validate_args=None`` means "use the module default". Structural
@@ -86,6 +92,36 @@ def _mask_out(out, ok):
 
 def _is_integer(x):
     return x == np.floor(x)
+
+
+def _support_words(support) -> str:
+    """A constraint in words, for error messages ("values in {0, 1}", "positive values", ...)."""
+    if isinstance(support, constraints.Real):
+        return "finite values"
+    if isinstance(support, constraints.Positive):
+        return "positive values"
+    if isinstance(support, constraints.Interval):
+        return f"values in ({support.low!r}, {support.high!r})"
+    if isinstance(support, constraints.Boolean):
+        return "values in {0, 1}"
+    if isinstance(support, constraints.NonnegativeInteger):
+        return "non-negative integers"
+    if isinstance(support, constraints.IntegerInterval):
+        lo, hi = support.lo, support.hi
+        if hi - lo <= 1:
+            return "values in {" + ", ".join(str(k) for k in range(lo, hi + 1)) + "}"
+        return f"integers in {{{lo}, ..., {hi}}}"
+    if isinstance(support, constraints.Simplex):
+        return "probability vectors (non-negative, summing to 1 over the last axis)"
+    return f"values in {support!r}"
+
+
+def _fmt_value(v):
+    """A value for an error message: a Python scalar or a (short) list."""
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return repr(v.item())
+    return repr(v.tolist()) if v.size <= 10 else f"<array of shape {v.shape}>"
 
 
 def _fmt_param(x) -> str:
@@ -211,6 +247,87 @@ class Distribution:
     def stddev(self):
         return np.sqrt(self.variance)
 
+    # -- support of values ---------------------------------------------------------------------
+
+    def support_mask(self, value):
+        """Where ``value`` lies in the support: a bool array with one entry per element (per
+        event when the distribution has event axes), broadcast against the parameters where
+        the support depends on them.
+
+        Agrees with :meth:`log_prob`: False exactly where ``log_prob`` returns ``-inf`` because
+        the value lies outside the support (not because a probability parameter is 0 or 1).
+        """
+        x = np.asarray(value, dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok = self.support.contains(x)
+        n_event = len(self.event_shape)
+        if n_event and self.support.elementwise:
+            ok = np.all(ok, axis=tuple(range(np.ndim(ok) - n_event, np.ndim(ok))))
+        return np.asarray(ok, dtype=bool)
+
+    @property
+    def support_text(self) -> str:
+        """The support in words, e.g. ``"values in {0, 1}"`` or ``"positive values"``."""
+        return _support_words(self.support)
+
+    def _support_note(self, index) -> str:
+        """Extra detail about the support at ``index`` (parameter-dependent supports)."""
+        return ""
+
+    #: The support for every value of the continuous parameters (a constraint), for
+    #: distributions whose support moves with them (Uniform); None when it does not.
+    _support_for_any_params = None
+
+    def check_value(self, value, name="value", *, for_any_params=False):
+        """Refuse values outside the support, naming ``name``, the first bad index and value.
+
+        Raises ``TypeError`` when ``value`` is not numeric (strings, objects, complex numbers)
+        and ``ValueError`` when an element (event) lies outside the support or the value does
+        not end in the event shape. Vectorised: one pass over the values.
+
+        With ``for_any_params=True`` only what no parameter value can change is checked: for
+        Uniform(low, high), finiteness instead of ``low <= x <= high`` (data outside the bounds
+        of the initial parameters are a matter of the starting point, not of the data). Integer
+        parameters such as ``total_count`` are data, and are always checked.
+        """
+        arr = np.asarray(value)
+        kind = arr.dtype.kind
+        if kind not in "biuf":
+            if kind == "c":
+                what = "complex numbers"
+            elif arr.ndim == 0:
+                what = f"{type(value).__name__} {value!r}"
+            else:
+                what = f"an array of dtype {arr.dtype}"
+            raise TypeError(
+                f"{name}: {self._name()} needs real numbers ({self.support_text}); got {what}"
+            )
+        ev = tuple(self.event_shape)
+        if ev and arr.shape[arr.ndim - len(ev):] != ev:
+            raise ValueError(
+                f"{name}: {self._name()} needs values whose last axes have the event shape {ev}, "
+                f"got shape {arr.shape}"
+            )
+        free = self._support_for_any_params if for_any_params else None
+        if free is not None:
+            ok = np.asarray(free.contains(np.asarray(arr, dtype=float)), dtype=bool)
+            text, note = _support_words(free), (lambda idx: "")
+        else:
+            ok = self.support_mask(arr)
+            text, note = self.support_text, self._support_note
+        if ok.all():
+            return
+        flat = int(np.argmin(ok.ravel()))  # the first False
+        idx = tuple(int(i) for i in np.unravel_index(flat, ok.shape))
+        try:
+            shown = np.broadcast_to(arr, ok.shape + ev)[idx]
+        except ValueError:  # pragma: no cover - value smaller than the parameters' shape
+            shown = arr
+        where = f" at index {idx}" if idx else ""
+        raise ValueError(
+            f"{name}: {self._name()} needs {text}; got {_fmt_value(shown)}{where}{note(idx)}"
+        )
+
     def __repr__(self):
         parts = [
             f"{k}={_fmt_param(getattr(self, k))}"
@@ -286,6 +403,12 @@ class HalfNormal(Distribution):
 
     def sample(self, rng, sample_shape=()):
         return np.abs(self.scale * rng.standard_normal(self._shape(sample_shape)))
+
+    support_text = "non-negative values"
+
+    def support_mask(self, value):
+        x = np.asarray(value, dtype=float)
+        return np.isfinite(x) & (x >= 0)
 
     @property
     def mean(self):
@@ -420,6 +543,26 @@ class Uniform(Distribution):
     def sample(self, rng, sample_shape=()):
         return self.low + (self.high - self.low) * rng.random(self._shape(sample_shape))
 
+    _support_for_any_params = constraints.real
+
+    def support_mask(self, value):
+        x = np.asarray(value, dtype=float)
+        return (x >= self.low) & (x <= self.high)
+
+    @property
+    def support_text(self):
+        if self.low.ndim == 0 and self.high.ndim == 0:
+            return f"values in [{self.low.item()!r}, {self.high.item()!r}]"
+        return "values in [low, high]"
+
+    def _support_note(self, index):
+        if self.low.ndim == 0 and self.high.ndim == 0:
+            return ""
+        lo = np.broadcast_to(self.low, self.batch_shape)
+        hi = np.broadcast_to(self.high, self.batch_shape)
+        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
+        return f" (low {lo[k].item()!r}, high {hi[k].item()!r} there)"
+
     @property
     def mean(self):
         return self._full(0.5 * (self.low + self.high))
@@ -488,6 +631,12 @@ class Exponential(Distribution):
 
     def sample(self, rng, sample_shape=()):
         return rng.standard_exponential(self._shape(sample_shape)) / self.rate
+
+    support_text = "non-negative values"
+
+    def support_mask(self, value):
+        x = np.asarray(value, dtype=float)
+        return np.isfinite(x) & (x >= 0)
 
     @property
     def mean(self):
@@ -704,6 +853,24 @@ class Binomial(_DiscreteMixin, Distribution):
         out += self._log_norm
         return _mask_out(out, self._integral(k) & (k >= 0) & (nmk >= 0))
 
+    def support_mask(self, value):
+        k = self._value(value)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(self._integral(k) & (k >= 0) & (k <= self.total_count), dtype=bool)
+
+    @property
+    def support_text(self):
+        if self.total_count.ndim == 0:
+            return f"integers in {{0, ..., {int(self.total_count)}}}"
+        return "integers in {0, ..., total_count}"
+
+    def _support_note(self, index):
+        if self.total_count.ndim == 0:
+            return ""
+        n = np.broadcast_to(self.total_count, self.batch_shape)
+        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
+        return f" (total_count {int(n[k])} there)"
+
     def sample(self, rng, sample_shape=()):
         shape = self._shape(sample_shape)
         n = np.broadcast_to(self.total_count.astype(np.int64), shape)
@@ -876,6 +1043,25 @@ class Multinomial(_LastAxisProbs, _DiscreteMixin, Distribution):
             out = terms.sum(axis=-1) + self._log_norm
         ok = np.all(self._integral(x) & (x >= 0), axis=-1) & (x.sum(axis=-1) == self.total_count)
         return _mask_out(np.asarray(out, dtype=float), ok)
+
+    def support_mask(self, value):
+        x = self._value(value)
+        with np.errstate(invalid="ignore"):
+            ok = np.all(self._integral(x) & (x >= 0), axis=-1) & (x.sum(axis=-1) == self.total_count)
+        return np.asarray(ok, dtype=bool)
+
+    @property
+    def support_text(self):
+        if self.total_count.ndim == 0:
+            return f"non-negative integer counts summing to total_count ({int(self.total_count)})"
+        return "non-negative integer counts summing to total_count"
+
+    def _support_note(self, index):
+        if self.total_count.ndim == 0:
+            return ""
+        n = np.broadcast_to(self.total_count, self.batch_shape)
+        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
+        return f" (total_count {int(n[k])} there)"
 
     def sample(self, rng, sample_shape=()):
         shape = self._shape(sample_shape)

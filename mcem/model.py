@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from . import constraints as C
-from ._validation import check_data, describe_array, with_context
+from ._validation import as_real_array, check_data, describe_array, with_context
 
 __all__ = ["Model", "Discrete", "Continuous", "LatentSpec"]
 
@@ -107,7 +107,7 @@ class Continuous(LatentSpec):
         if init is None:
             self.init = self.support.default()
         else:
-            init = np.asarray(init, dtype=float)
+            init = as_real_array(init, "Continuous: init")
             try:
                 init = np.broadcast_to(init, self.shape).copy()
             except ValueError:
@@ -128,15 +128,7 @@ class Continuous(LatentSpec):
 def _as_float_dict(theta, name):
     if not isinstance(theta, Mapping):
         raise TypeError(f"{name} must be a dict of parameter arrays, got {type(theta).__name__}")
-    out = {}
-    for k, v in theta.items():
-        try:
-            out[k] = np.array(v, dtype=float)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{name}[{k!r}] must be numeric (a float array), got {type(v).__name__} {v!r}"
-            ) from None
-    return out
+    return {k: as_real_array(v, f"{name}[{k!r}]") for k, v in theta.items()}
 
 
 class Model:
@@ -250,6 +242,11 @@ class Model:
         if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)
+        if conditionals is not None and not isinstance(conditionals, Mapping):
+            raise TypeError(
+                "conditionals must be a dict {latent name: fn(theta, z, data)} or None, got "
+                f"{type(conditionals).__name__} {conditionals!r}"
+            )
         self.conditionals = dict(conditionals or {})
         for k, fn in self.conditionals.items():
             if k not in self.latents or not self.latents[k].unit:

@@ -24,6 +24,19 @@ model then returns per-unit log-density terms (one unit latent) or per-latent co
 so samplers can update all units at once. With one unit latent whose length is an argument and
 every observation tied to it by one index argument, the model also restricts itself to blocks of
 units (:meth:`mcem.Model.subset`), for the sharded E step and unit minibatches.
+
+The unit structure is checked numerically when the model is built, with a few batched
+evaluations of the model: the terms filed under a unit must not change when other units change,
+and nothing outside the unit terms may depend on the unit latent. An observation filed under one
+unit but involving another (``y[g] ~ N(u[g] + u[g + 1], 1)`` with ``unit_index=g``) makes the
+model fall back to joint updates of that latent, with a ``UserWarning`` naming the observation
+and a pair of dependent units; an observation involving the latent without a ``unit_index``
+makes it fall back silently. Either way the latent is then updated jointly, as in a model without
+unit structure.
+
+Observed values are checked against the support of their distribution when the model is built
+(``Bernoulli`` needs 0/1, ``Poisson`` non-negative integers, ...): the error names the site, the
+first bad index and the value.
 """
 
 from __future__ import annotations
@@ -31,13 +44,14 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 from scipy import sparse
 
 from . import constraints as C
-from ._validation import check_data, with_context
+from ._validation import as_real_array, check_data, with_context
 from .model import Continuous, Discrete, Model
 
 __all__ = ["model", "ModelBuilder"]
@@ -85,7 +99,7 @@ class _Handle:
         if init is None:
             value = constraint.default()
         else:
-            value = np.asarray(init, dtype=float)
+            value = as_real_array(init, f"param {name!r}: init")
             try:
                 value = np.broadcast_to(value, constraint.shape).copy()
             except ValueError:
@@ -130,10 +144,19 @@ class _Handle:
         return value
 
     def observe(self, name, dist, value, *, unit_index=None):
-        """Declare observed data ``value`` with distribution ``dist``."""
+        """Declare observed data ``value`` with distribution ``dist``.
+
+        ``value`` must lie in the support of ``dist`` (checked when the model is built, by
+        ``dist.check_value(value, for_any_params=True)``: supports that move with the
+        parameters, such as Uniform(low, high), are only checked for finite values). ``unit_index``: an integer array with one unit per element of
+        the first axis of ``value`` (or a dict of them, one per unit latent).
+        """
         self._new(name, "observe")
         if not hasattr(dist, "log_prob"):
             raise TypeError(f"observe {name!r}: dist must be an mcem.dist distribution, got {dist!r}")
+        if self._mode == "trace" and hasattr(dist, "check_value"):
+            # the data lie in the support (for any value of the parameters being estimated)
+            dist.check_value(value, f"observe {name!r}", for_any_params=True)
         self.sites[name] = _Site("observe", name, dist=dist, value=value, unit_index=unit_index)
         return value
 
@@ -187,7 +210,9 @@ def model(fn):
     return ModelBuilder(fn)
 
 
-def _compile(fn, data):
+def _compile(fn, data, trusted_units=None):
+    """The Model of ``fn`` on ``data``. ``trusted_units``: the unit latents known to factorise
+    (a block of a model already checked), to skip the independence check."""
     name = fn.__name__
     trace = _Handle("trace")
     try:
@@ -223,17 +248,29 @@ def _compile(fn, data):
                 )
             idx = {unit_latents[0]: idx}
         maps[s.name] = {}
+        vshape = np.shape(s.value)
+        obs_shape = vshape[: len(vshape) - len(getattr(s.dist, "event_shape", ()))]
         for lat, ix in idx.items():
             if lat not in unit_latents:
                 raise ValueError(f"observe {s.name!r}: unit_index names {lat!r}, which is not a unit latent ({unit_latents})")
+            where = f"observe {s.name!r}: unit_index[{lat!r}]"
             ix = np.asarray(ix)
             n_units = shapes[lat][0]
-            if ix.ndim != 1 or not np.issubdtype(ix.dtype, np.integer):
-                raise ValueError(f"observe {s.name!r}: unit_index[{lat!r}] must be a 1-D integer array, got {ix.dtype} of shape {ix.shape}")
-            if ix.size and (ix.min() < 0 or ix.max() >= n_units):
+            if not np.issubdtype(ix.dtype, np.integer):
+                raise TypeError(f"{where} must be a 1-D integer array, got {ix.dtype} of shape {ix.shape}")
+            if ix.ndim != 1:
+                raise ValueError(f"{where} must be a 1-D integer array, got {ix.dtype} of shape {ix.shape}")
+            if not obs_shape or ix.shape[0] != obs_shape[0]:
                 raise ValueError(
-                    f"observe {s.name!r}: unit_index[{lat!r}] must lie in 0..{n_units - 1}, "
-                    f"got values from {ix.min()} to {ix.max()}"
+                    f"{where} must have one entry per element of the first axis of the observation "
+                    f"(shape {obs_shape}), got {ix.shape[0]} entries"
+                )
+            bad = (ix < 0) | (ix >= n_units)
+            if bad.any():
+                first = int(np.argmax(bad))
+                raise ValueError(
+                    f"{where} must lie in 0..{n_units - 1}, got values from {ix.min()} to "
+                    f"{ix.max()} (first bad: {ix[first]} at index {first})"
                 )
             maps[s.name][lat] = sparse.csr_matrix(
                 (np.ones(ix.size), (np.arange(ix.size), ix)), shape=(ix.size, n_units)
@@ -292,11 +329,34 @@ def _compile(fn, data):
 
         return cond
 
-    # A latent's unit terms are only usable when nothing left out of them depends on it (an
-    # observation involving the latent without a unit_index would break that).
-    conditionals = {
-        n: unit_terms(n) for n in unit_latents if _factorises(total, unit_terms(n), init, latents, data, n)
-    }
+    def pieces(theta, z, site_name):
+        """{site: its per-unit terms of ``site_name``'s units} and the total, shape batch."""
+        terms, batch = evaluate(theta, z, data)
+        out = {}
+        tot = np.zeros(batch)
+        for s, lp in terms.values():
+            if s.kind == "latent" and s.name == site_name:
+                out[s.name] = lp if lp.ndim > len(batch) else np.repeat(lp[..., None], shapes[s.name][0], -1)
+            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+                out[s.name] = _scatter(lp, maps[s.name][site_name])
+            tot = tot + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return out, tot
+
+    # A latent's unit terms are only usable when the units are conditionally independent: nothing
+    # left out of them depends on the latent (an observation involving it without a unit_index
+    # would break that; then the model silently uses the total), and the terms of one unit do not
+    # change with the other units (an observation filed under one unit that involves two would
+    # break that; then a warning says which).
+    if trusted_units is None:
+        conditionals = {}
+        for n in unit_latents:
+            ok, problem = _check_units(pieces, init, params, lat_sites, n)
+            if ok:
+                conditionals[n] = unit_terms(n)
+            elif problem:
+                warnings.warn(problem, UserWarning, stacklevel=3)
+    else:
+        conditionals = {n: unit_terms(n) for n in unit_latents if n in trusted_units}
     log_joint = total
     if len(unit_latents) == 1:
         site = unit_latents[0]
@@ -321,7 +381,8 @@ def _compile(fn, data):
         conditionals=conditionals,
         log_joint_total=total,
         n_obs=_count_observations(trace) or None,
-        subset=_row_subset(fn, data, trace, unit_latents, shapes),
+        subset=_row_subset(fn, data, trace, unit_latents, shapes) if unit_latents and
+        set(unit_latents) <= set(conditionals) else None,
         name=name,
     )
 
@@ -381,28 +442,153 @@ def _find_row_subset(fn, data, trace, unit_latents, shapes):
         new[count_key] = len(units)
         for k in (*rows_keys, *unit_keys, index_key):
             new[k].flags.writeable = False  # already checked: no copy, and empty blocks allowed
-        return _compile(fn, new)
+        return _compile(fn, new, trusted_units=frozenset(unit_latents))
 
     return subset
 
 
-def _factorises(total, cond, theta, latents, data, site, n_checks=3):
-    """Check numerically that total - sum(unit terms) does not depend on the unit latent."""
+_CHECK_BATCH = 16  # batch elements per evaluation in the unit-independence check
+
+
+def _random_latent(spec, rng, batch):
+    """A random point of a latent, shape ``batch + spec.shape``, near its initial value."""
+    if isinstance(spec, Discrete):
+        return rng.integers(0, spec.K, size=batch + spec.shape)
+    u = spec.support.inverse(spec.init) + 0.5 * rng.standard_normal(batch + spec.shape)
+    return spec.support.forward(u)
+
+
+def _moved(spec, v, rng):
+    """Every element of ``v`` moved: to another state (discrete) or by a random step."""
+    if isinstance(spec, Discrete):
+        return (v + rng.integers(1, spec.K, size=v.shape)) % spec.K if spec.K > 1 else v.copy()
+    return spec.support.forward(spec.support.inverse(v) + 0.5 * rng.standard_normal(v.shape))
+
+
+def _random_theta(params, theta, rng):
+    """Parameters moved by a random step on the unconstrained scale."""
+    out = {}
+    for n, c in params.items():
+        u = np.asarray(c.inverse(theta[n]), dtype=float)
+        out[n] = c.forward(u + 0.3 * rng.standard_normal(u.shape))
+    return out
+
+
+def _same(a, b):
+    """Elementwise: equal up to rounding (and -inf = -inf, NaN = NaN)."""
+    with np.errstate(invalid="ignore"):
+        return (a == b) | (np.abs(a - b) <= 1e-9 * (1.0 + np.abs(b))) | (np.isnan(a) & np.isnan(b))
+
+
+def _check_units(pieces, theta0, params, lat_sites, site):
+    """Whether the per-unit terms of unit latent ``site`` are conditionally independent.
+
+    Two properties are checked numerically, at the initial parameters and at a random nearby
+    point, with the other latents at a random point:
+
+    * the total minus the sum of the unit terms does not change when ``site`` changes (else
+      something outside the unit terms depends on it: an observation without a unit_index);
+    * changing the units of a set S leaves the terms of every unit outside S unchanged (else a
+      term filed under one unit depends on another). The sets are the units whose (shuffled)
+      label has bit b set, and their complements, b = 0..ceil(log2 n_units) - 1, so that every
+      ordered pair of units is split by one of them. They are evaluated in batches: a few
+      log-joint evaluations in all, never a loop over units.
+
+    Returns ``(ok, problem)``: ``problem`` is a message for a warning when units depend on each
+    other (naming the site and the first pair of units found), None otherwise.
+    """
     rng = np.random.default_rng(12345)
-    z = {}
-    for n, spec in latents.items():
-        v = spec.initial(rng, (n_checks,))
-        if n == site:
-            if isinstance(spec, Discrete):
-                v = rng.integers(0, spec.K, size=v.shape)
-            else:
-                v = spec.support.forward(spec.support.inverse(v) + rng.normal(scale=0.5, size=v.shape))
-        z[n] = v
-    with np.errstate(all="ignore"):
-        rest = total(theta, z, data) - cond(theta, z, data).sum(-1)
-    if not np.all(np.isfinite(rest)):
-        return False
-    return bool(np.allclose(rest, rest[0], rtol=1e-9, atol=1e-9))
+    specs = {n: st.init for n, st in lat_sites.items()}
+    spec = specs[site]
+    G = spec.shape[0]
+    n_bits = int(np.ceil(np.log2(G))) if G > 1 else 0
+    code = rng.permutation(G)
+    bits = ((code[None, :] >> np.arange(n_bits)[:, None]) & 1).astype(bool)
+    sets = np.concatenate([bits, ~bits])  # (2 * n_bits, G)
+    thetas = [theta0]
+    try:
+        thetas.append(_random_theta(params, theta0, rng))
+    except Exception:  # a parameter whose transform fails away from init: check at init only
+        pass
+    for t, theta in enumerate(thetas):
+        base = _random_latent(spec, rng, (1,))
+        moved = _moved(spec, base, rng)
+        mask = sets.reshape(sets.shape + (1,) * (len(spec.shape) - 1))
+        z_site = np.concatenate([base, moved, np.where(mask, moved, base)])
+        nb = z_site.shape[0]
+        z = {n: np.repeat(_random_latent(sp, rng, (1,)), nb, axis=0) for n, sp in specs.items() if n != site}
+        z[site] = z_site
+        try:
+            with np.errstate(all="ignore"):
+                parts, total = _evaluate_in_chunks(pieces, theta, z, site, nb)
+        except Exception:  # cannot evaluate there: not shown to factorise (t == 0), or no news
+            if t == 0:
+                return False, None
+            continue
+        unit_sum = sum(parts.values()) if parts else np.zeros((nb, G))
+        with np.errstate(invalid="ignore"):
+            rest = total - unit_sum.sum(-1)
+        finite = bool(np.all(np.isfinite(rest)))
+        if finite:
+            tol = 1e-9 * (1.0 + np.max(np.abs(total)))
+            if not np.all(np.abs(rest - rest[0]) <= tol):
+                return False, None  # a term outside the unit terms depends on the latent
+        elif t == 0:
+            return False, None
+        for name, piece in parts.items():
+            changed = ~_same(piece[2:], piece[:1]) & ~sets  # (2 * n_bits, G)
+            if changed.any():
+                r, j = (int(k[0]) for k in np.nonzero(changed))
+                i = _first_cause(pieces, theta, z, site, name, j, np.flatnonzero(sets[r]), z_site)
+                where = f"latent {name!r}" if name in lat_sites else f"observe {name!r}"
+                cause = f"unit {i}" if i is not None else "other units"
+                return False, (
+                    f"{where}: the log-density terms filed under unit {j} of the unit latent "
+                    f"{site!r} change when {cause} of {site!r} changes, so its units are not "
+                    f"conditionally independent as declared (unit=True with unit_index); "
+                    f"{site!r} is sampled jointly instead of unit by unit (slower, but correct). "
+                    "File each observation under the one unit its distribution depends on, or "
+                    "leave out unit_index."
+                )
+    return True, None
+
+
+def _evaluate_in_chunks(pieces, theta, z, site, nb):
+    """``pieces`` over a batch of ``nb`` latent points, at most _CHECK_BATCH at a time."""
+    parts, totals = {}, []
+    for a in range(0, nb, _CHECK_BATCH):  # a few chunks, not a loop over units
+        p, tot = pieces(theta, {n: v[a:a + _CHECK_BATCH] for n, v in z.items()}, site)
+        for k, v in p.items():
+            parts.setdefault(k, []).append(np.asarray(v, dtype=float))
+        totals.append(np.asarray(tot, dtype=float))
+    return {k: np.concatenate(v) for k, v in parts.items()}, np.concatenate(totals)
+
+
+def _first_cause(pieces, theta, z, site, name, j, cand, z_site):
+    """A unit of ``cand`` whose change alone changes the term of unit ``j`` of site ``name``.
+
+    Bisection over ``cand`` (the set that was moved), one batched evaluation per halving; only
+    run when the check has already failed. None when no single half explains the change.
+    """
+    base, moved = z_site[:1], z_site[1:2]
+    G = base.shape[1]
+    extra = (1,) * (base.ndim - 2)
+    while cand.size > 1:
+        halves = (cand[: cand.size // 2], cand[cand.size // 2:])
+        mask = np.zeros((2, G), dtype=bool)
+        mask[0, halves[0]] = True
+        mask[1, halves[1]] = True
+        zs = dict(z)
+        zs[site] = np.concatenate([base, np.where(mask.reshape((2, G) + extra), moved, base)])
+        zs = {n: v[:3] for n, v in zs.items()}
+        with np.errstate(all="ignore"):
+            parts, _ = pieces(theta, zs, site)
+        col = np.asarray(parts[name], dtype=float)[:, j]
+        hit = [h for h in (0, 1) if not _same(col[1 + h], col[0])]
+        if not hit:
+            return None
+        cand = halves[hit[0]]
+    return int(cand[0])
 
 
 def _count_observations(trace):

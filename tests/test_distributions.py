@@ -534,3 +534,85 @@ def test_inputs_are_not_modified():
         dist.mean, dist.variance
         for k in arrays:
             np.testing.assert_array_equal(arrays[k], copies[k], err_msg=f"{dist!r} changed {k}")
+
+
+# --------------------------------------------------------------------------------------------
+# the support of values: support_mask agrees with log_prob, check_value names the first bad one
+
+GRID = np.array([-2.0, -1.0, -0.5, 0.0, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+                 np.inf, -np.inf, np.nan])
+
+SUPPORT_CASES = {
+    "Normal": lambda: D.Normal(0.5, 2.0),
+    "HalfNormal": lambda: D.HalfNormal(1.5),
+    "LogNormal": lambda: D.LogNormal(0.1, 0.8),
+    "StudentT": lambda: D.StudentT(3.0, 0.0, 1.0),
+    "Uniform": lambda: D.Uniform(-0.5, 1.5),
+    "Uniform (array bounds)": lambda: D.Uniform(np.array([-1.0, 0.0, 0.3]), np.array([0.5, 1.0, 4.0])),
+    "Gamma": lambda: D.Gamma(2.5, 1.5),
+    "Gamma (shape < 1)": lambda: D.Gamma(0.5, 1.0),
+    "Exponential": lambda: D.Exponential(0.7),
+    "InverseGamma": lambda: D.InverseGamma(2.0, 1.0),
+    "Beta": lambda: D.Beta(2.0, 3.0),
+    "Bernoulli": lambda: D.Bernoulli(probs=0.3),
+    "Bernoulli (logits)": lambda: D.Bernoulli(logits=np.array([-1.0, 0.5, 2.0])),
+    "Binomial": lambda: D.Binomial(5, probs=0.4),
+    "Binomial (array n)": lambda: D.Binomial(np.array([3, 4, 6]), logits=0.2),
+    "Poisson": lambda: D.Poisson(2.0),
+    "Categorical": lambda: D.Categorical(probs=[0.2, 0.3, 0.5]),
+}
+
+
+@pytest.mark.parametrize("name", list(SUPPORT_CASES))
+def test_support_mask_agrees_with_log_prob(name):
+    """The oracle: an element is in the support exactly where log_prob is not -inf (NaN)."""
+    d = SUPPORT_CASES[name]()
+    x = GRID.reshape((-1,) + (1,) * len(d.batch_shape))
+    with np.errstate(all="ignore"):
+        lp = np.broadcast_to(d.log_prob(x), np.broadcast_shapes(x.shape, d.batch_shape))
+    mask = np.broadcast_to(d.support_mask(x), lp.shape)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(mask, lp > -np.inf)
+    assert mask.any() and not mask.all()
+    # integer arrays give the same answer as floats
+    xi = np.array([-1, 0, 1, 2, 3, 5, 6, 7]).reshape((-1,) + x.shape[1:])
+    np.testing.assert_array_equal(
+        np.broadcast_to(d.support_mask(xi), np.broadcast_shapes(xi.shape, d.batch_shape)),
+        np.broadcast_to(d.support_mask(xi.astype(float)), np.broadcast_shapes(xi.shape, d.batch_shape)),
+    )
+
+
+def test_support_mask_of_events():
+    mn = D.Multinomial(3, probs=[0.5, 0.2, 0.3])
+    x = np.array([[1, 1, 1], [3, 0, 0], [2, 2, 0], [-1, 2, 2], [1.5, 1.5, 0]])
+    np.testing.assert_array_equal(mn.support_mask(x), mn.log_prob(x) > -np.inf)
+    np.testing.assert_array_equal(mn.support_mask(x), [True, True, False, False, False])
+    di = D.Dirichlet(np.ones(3))
+    x = np.array([[0.2, 0.3, 0.5], [0.2, 0.2, 0.2], [-0.1, 0.6, 0.5]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(di.support_mask(x), di.log_prob(x) > -np.inf)
+    mvn = D.MultivariateNormal(np.zeros(2), np.eye(2))
+    np.testing.assert_array_equal(mvn.support_mask(np.array([[0.0, 1.0], [np.inf, 0.0]])), [True, False])
+
+
+def test_check_value_names_the_first_bad_index_and_value():
+    d = D.Poisson(2.0)
+    d.check_value(np.array([[0, 1], [2, 3]]), "y")  # fine: nothing raised
+    y = np.array([[0, 1], [2, -3], [-1, 4]])
+    with pytest.raises(ValueError, match=r"^y: Poisson needs non-negative integers; got -3 at index \(1, 1\)$"):
+        d.check_value(y, "y")
+    with pytest.raises(ValueError, match=r"^v: Normal needs finite values; got nan$"):
+        D.Normal(0.0, 1.0).check_value(np.nan, "v")
+    with pytest.raises(ValueError, match=r"Uniform needs values in \[low, high\]; got 2.0 at index \(1,\) \(low 0.0, high 1.0 there\)"):
+        D.Uniform(np.zeros(2), 1.0).check_value(np.array([0.5, 2.0]), "y")
+    with pytest.raises(TypeError, match=r"^y: Gamma needs real numbers \(positive values\); got complex numbers$"):
+        D.Gamma(2.0, 1.0).check_value(np.array([1.0 + 1j]), "y")
+    with pytest.raises(TypeError, match=r"Bernoulli needs real numbers \(values in \{0, 1\}\); got an array of dtype object"):
+        D.Bernoulli(probs=0.5).check_value(np.array([1, None]), "y")
+    with pytest.raises(ValueError, match=r"MultivariateNormal needs values whose last axes have the event shape \(2,\), got shape \(3,\)"):
+        D.MultivariateNormal(np.zeros(2), np.eye(2)).check_value(np.zeros(3), "y")
+    # the value is not modified
+    y0 = y.copy()
+    with pytest.raises(ValueError):
+        d.check_value(y, "y")
+    np.testing.assert_array_equal(y, y0)
