@@ -23,7 +23,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .. import constraints as C
-from .._validation import as_generator, check_choice, check_positive_float, check_positive_int
+from .._validation import as_generator, check_choice, check_mapping, check_positive_float, check_positive_int
 from ..model import Discrete, Model
 
 __all__ = ["GaussianMixture", "gaussian_mixture", "component_log_density", "kmeans_plusplus"]
@@ -50,6 +50,14 @@ def _check_X(X, name="X", d=None):
         )
     if d is not None and arr.shape[1] != d:
         raise ValueError(f"{name} must have {d} features (as in fit), got {arr.shape[1]}")
+    with np.errstate(over="ignore"):
+        second = 4.0 * np.sum(np.square(arr))  # (x - mu)^2 summed over the data stays below this
+    if not np.isfinite(second):
+        raise ValueError(
+            f"{name} is out of range: its largest magnitude {np.max(np.abs(arr)):.3g} makes the sums of "
+            "squares overflow float64 (the mixture needs second moments); rescale the data, for "
+            "example X / X.std(axis=0)"
+        )
     return arr
 
 
@@ -355,6 +363,7 @@ class GaussianMixture:
 
         X = _check_X(X)
         K = check_positive_int(self.n_components, "n_components")
+        fit_options = check_mapping(self.fit_options, "fit_options")
         rng = as_generator(self.rng)
         init_rng, fit_rng = rng.spawn(2)
         model = gaussian_mixture(X, K, self.covariance_type, self.reg_covar)
@@ -366,7 +375,7 @@ class GaussianMixture:
             max_iter=self.max_iter,
             tol=self.tol,
             rng=fit_rng,
-            **(self.fit_options or {}),
+            **fit_options,
         )
         self.model_ = model
         self.result_ = res
