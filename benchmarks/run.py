@@ -143,6 +143,9 @@ def main(quick=False, out=None):
     _, slope = case5(sizes)
     rows.append(("5. exponent of time per EM iteration in N", f"{slope:.2f}", "1 (linear)"))
     rows.append(glmm_rows[1])
+    import bench_checkpoint  # noqa: E402 - beside this file
+
+    rows.append(bench_checkpoint.row(repeats=3 if quick else 5))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'case':<{width}} | measured | target |", f"|{'-' * (width + 2)}|----------|--------|"]
     lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]

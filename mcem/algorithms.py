@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -10,7 +11,8 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from . import mstep as M
-from ._validation import check_choice, check_positive_float, check_positive_int
+from ._validation import check_bool, check_choice, check_fraction, check_mapping, check_positive_float, check_positive_int
+from .checkpoint import clone_generator
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .schedules import Ascent, make_schedule, saem_gain
 
@@ -35,6 +37,12 @@ def _options(local_vars, estep_options):
 def _checkpointer(path, model, method, options):
     if path is None:
         return None
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike) or None, got {type(path).__name__} {path!r}")
+    if os.fspath(path) == "":
+        raise ValueError("checkpoint must be a file path, got the empty string ''")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint must be a file path, got {os.fspath(path)!r}, which is a directory")
     from .checkpoint import Checkpointer
 
     return Checkpointer(path, model, method, options)
@@ -60,29 +68,45 @@ def _halves(draws):
 
 
 def _optimism(model, kind, theta_hat, draws, optimizer_options):
-    """Cross-fitted estimate of the in-sample optimism of Q_hat at its maximiser.
+    """Cross-fitted estimate of the in-sample optimism of delta-Q_hat at the step taken.
 
-    With theta_A, theta_B the maximisers on halves A and B,
-    D = [Q_A(theta_A) - Q_A(theta_B)] + [Q_B(theta_B) - Q_B(theta_A)] has expectation
-    4 x (1/2) tr(H^-1 Cov(mean score)) to first order, so the full-sample optimism is D / 8.
+    Write Q_hat(theta) = Q(theta) + e(theta), with e the Monte Carlo error of the draws, and let
+    s = grad e(theta*) be the error of the mean score at the maximiser theta* of Q, with
+    covariance Sigma, and H = -grad^2 Q(theta*). To first order the M step lands at
+    theta_hat = theta* + H^-1 s. The in-sample delta-Q_hat = Q_hat(theta_hat) - Q_hat(theta_t) then
+    exceeds the same difference measured on fresh draws, Q(theta_hat) - Q(theta_t) on average, by
+
+        E[e(theta_hat) - e(theta_t)] = E[s' H^-1 s] = tr(H^-1 Sigma),
+
+    because e(theta_t) has mean zero at the fixed point theta_t, while e(theta_hat) picks up the
+    error that the M step itself followed. (Half of that, tr(H^-1 Sigma) / 2, is the excess of
+    Q_hat(theta_hat) over Q_hat(theta*); the ascent bound needs the whole excess of the step taken.)
+
+    Cross-fitting: with halves A and B of the draws (independent halves of the chains where
+    there are two or more), each has mean-score error s_A, s_B of covariance 2 Sigma, and
+    theta_A = theta* + H^-1 s_A. Expanding the quadratic,
+
+        D = [Q_A(theta_A) - Q_A(theta_B)] + [Q_B(theta_B) - Q_B(theta_A)] = (s_A - s_B)' H^-1 (s_A - s_B),
+
+    whose expectation is tr(H^-1 (2 Sigma + 2 Sigma)) = 4 tr(H^-1 Sigma). So D / 4 estimates the
+    optimism of the full-sample step.
     """
     A, B = _halves(draws)
     if next(iter(A.values())).shape[1] < 1 or next(iter(B.values())).shape[1] < 1:
         return 0.0
     ta, ia = _mstep_on_draws(model, kind, theta_hat, A, optimizer_options)
     tb, ib = _mstep_on_draws(model, kind, theta_hat, B, optimizer_options)
-    if not (ia.success and ib.success):
+    ta, bad_a = _checked_update(model, ta, "theta_A")
+    tb, bad_b = _checked_update(model, tb, "theta_B")
+    if not (ia.success and ib.success) or bad_a or bad_b:
         return 0.0
     with np.errstate(all="ignore"):
         d = (M.q_hat(model, ta, A) - M.q_hat(model, tb, A)) + (M.q_hat(model, tb, B) - M.q_hat(model, ta, B))
-    return float(max(d, 0.0) / 8.0) if np.isfinite(d) else 0.0
+    return float(max(d, 0.0) / 4.0) if np.isfinite(d) else 0.0
 
 
 def _clone_rng(rng):
-    from .checkpoint import _Packer, _Unpacker
-
-    p = _Packer()
-    return _Unpacker(p.arrays).unpack(p.pack(rng))
+    return clone_generator(rng)
 
 
 class _StreamedDraws:
@@ -105,11 +129,7 @@ class _StreamedDraws:
 
     def mstep(self, theta):
         stats = {k: v / self.count for k, v in self.sums.items()}
-        try:
-            return self.model.check_theta(self.model.mstep_fn(stats, self.model.data), "M step result"), \
-                M.MStepInfo(True, 1, 1, "closed form (streamed)")
-        except ValueError as exc:
-            return theta, M.MStepInfo(False, 0, 0, str(exc))
+        return self.model.mstep_fn(stats, self.model.data), M.MStepInfo(True, 1, 1, "closed form (streamed)")
 
     def delta_q(self, es, new, old):
         """Replay every block of this iteration's chains; per-draw differences of log p."""
@@ -154,14 +174,27 @@ def _choose_mstep(model, mstep):
 def _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng=None):
     if kind == "adam":
         return M.adam(model, theta, draws, rng, **dict(optimizer_options or {}))
-    if kind == "closed_form":
+    if kind == "closed_form":  # the caller checks the result (_invalid_update)
         new, _ = M.closed_form(model, draws)
-        try:
-            new = model.check_theta(new, "M step result")
-        except ValueError as exc:
-            return theta, M.MStepInfo(False, 0, 0, str(exc))
         return new, M.MStepInfo(True, 1, 1, "closed form")
     return M.numerical(model, theta, draws, options=optimizer_options)
+
+
+def _checked_update(model, new, where):
+    """``(theta, None)`` with ``new`` checked, or ``(None, why)`` when it cannot be used (NaN,
+    infinite, outside a constraint): a Monte Carlo M step's result is never used unchecked."""
+    try:
+        return model.check_theta(new, where), None
+    except (ValueError, TypeError) as exc:
+        return None, str(exc)
+
+
+def _stop_invalid(t, reason):
+    """Message and warning of a run stopped by an update it cannot use (as exact EM does)."""
+    message = (f"stopped at iteration {t}: {reason}; the result holds the last valid parameters "
+               f"(iteration {t - 1})")
+    warnings.warn(ConvergenceWarning("mcem: " + message, key="invalid_update"), stacklevel=4)
+    return message
 
 
 def _diag_values(diag):
@@ -228,7 +261,7 @@ def run_mcem(
     ``checkpoint``: a file written after every iteration; :func:`mcem.resume` continues from it.
 
     ``correct_optimism``: delta-Q is estimated on the draws the M step maximised, which makes it
-    optimistic by about ``tr(H^-1 Cov(mean score)) / 2`` (Caffo et al. use the same draws; the
+    optimistic by about ``tr(H^-1 Cov(mean score))`` (derived in ``_optimism``) (Caffo et al. use the same draws; the
     bias is O(p/m) and, with many parameters, keeps the lower bound of delta-Q above zero, so
     that m never grows and the upper bound never falls below ``tol``; the result's message says
     so when that stalls a run). The bias is estimated by cross-fitting two halves of the draws
@@ -258,14 +291,19 @@ def run_mcem(
     n_chains = es.n_chains
     m_init = check_positive_int(m_init if m_init is not None else 10 * n_chains, "m_init")
     m_max = check_positive_int(m_max, "m_max")
+    if m_max < m_init:
+        raise ValueError(f"m_max must be at least m_init={m_init} (the sample size can only grow), got m_max={m_max}")
     check_choice(stop, "stop", {"ascent", "relative"})
     n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
-    gamma = check_positive_float(gamma, "gamma")
+    gamma = check_fraction(gamma, "gamma")
+    track_loglik = check_bool(track_loglik, "track_loglik")
+    stream = check_bool(stream, "stream")
+    optimizer_options = check_mapping(optimizer_options, "optimizer_options")
     sched = make_schedule(schedule, m_init, m_max)
     kind = _choose_mstep(model, mstep)
     if isinstance(correct_optimism, np.bool_):
         correct_optimism = bool(correct_optimism)
-    if not (isinstance(correct_optimism, bool) or correct_optimism == "auto"):
+    if not (isinstance(correct_optimism, bool) or (isinstance(correct_optimism, str) and correct_optimism == "auto")):
         raise ValueError(f"correct_optimism must be True, False or 'auto', got {correct_optimism!r}")
     correcting = correct_optimism is True or (correct_optimism == "auto" and not stream and isinstance(sched, Ascent))
     if stream and (kind != "closed_form" or correct_optimism is True or getattr(sched, "needs_covariance", False)):
@@ -302,13 +340,25 @@ def run_mcem(
                 draws = res.draws
             state, diag = res.state, res.diagnostics
             appended = 0
+            invalid = None
             while True:
                 if stream:
                     new, info = draws.mstep(theta)
-                    dq, se = draws.delta_q(es, new, theta)
                 else:
                     new, info = _mstep_on_draws(model, kind, theta, draws, optimizer_options, rng)
-                    dq, se, _ = M.delta_q(model, new, theta, draws)
+                new, invalid = _checked_update(model, new, "the M step's result")
+                if invalid is not None:
+                    break
+                with np.errstate(all="ignore"):
+                    if stream:
+                        dq, se = draws.delta_q(es, new, theta)
+                    else:
+                        dq, se, _ = M.delta_q(model, new, theta, draws)
+                if not (np.isfinite(dq) and np.isfinite(se)):
+                    invalid = (f"delta-Q is {dq} (Monte Carlo SE {se}): log p(x, z; theta) is not finite over "
+                               "the draws at the new or the old parameters (an overflow, or a density that is "
+                               "-inf somewhere the sampler went)")
+                    break
                 optimism = 0.0
                 if correcting and kind != "adam":
                     optimism = _optimism(model, kind, new, draws, optimizer_options)
@@ -332,6 +382,10 @@ def run_mcem(
                 appended += 1
             n_kept = per_chain * n_chains
             total_draws += n_kept
+            if invalid is not None:
+                stopped_by, converged = "invalid_update", False
+                message = _stop_invalid(t, invalid)
+                break
             if not info.success:
                 warnings.warn(
                     f"mcem: the M step of iteration {t} did not succeed ({info.message}); "
@@ -362,6 +416,8 @@ def run_mcem(
             else:
                 u_old, u_new = model.to_unconstrained(old), model.to_unconstrained(theta)
                 ok = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < tol
+            # chains that barely moved give delta-Q = 0 with no Monte Carlo error: that is no evidence
+            ok = ok and not bool((diag or {}).get("low_acceptance", False))
             stop_cb = loop.record(t, theta, **row)
             hits = hits + 1 if ok else 0
             if hits >= n_consecutive:
@@ -469,6 +525,11 @@ def run_saem(
     draws_per_chain = check_positive_int(draws_per_chain, "draws_per_chain")
     n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
     saem_gain(burn_iter + 1, burn_iter, gain_exponent)  # validates the exponent
+    memory_tol = check_positive_float(memory_tol, "memory_tol", allow_zero=True)
+    average = check_bool(average, "average")
+    track_loglik = check_bool(track_loglik, "track_loglik")
+    optimizer_options = check_mapping(optimizer_options, "optimizer_options")
+    final_draws = check_positive_int(final_draws, "final_draws")
     kind = _choose_mstep(model, mstep)
     if kind == "adam":
         raise ValueError("mstep='adam' is available with method='mcem'; SAEM uses 'closed_form' or 'numerical'")
@@ -503,14 +564,17 @@ def run_saem(
                 S = model.sufficient_stats_fn(flat, model.data)
                 s = S if s is None else {n: s[n] + g * (np.asarray(S[n]) - s[n]) for n in s}
                 s = {n: np.asarray(v, dtype=float) for n, v in s.items()}
-                try:
-                    theta = model.check_theta(model.mstep_fn(s, model.data), "M step result")
-                    ok_m = True
-                except ValueError:
-                    ok_m = False
+                new = model.mstep_fn(s, model.data)
+                ok_m = True
             else:
                 memory = [(w * (1 - g), d) for w, d in memory if w * (1 - g) >= memory_tol] + [(g, draws)]
-                theta, ok_m = _maximise_memory(model, theta, memory, optimizer_options)
+                new, ok_m = _maximise_memory(model, theta, memory, optimizer_options)
+            new, invalid = _checked_update(model, new, "the M step's result")
+            if invalid is not None:
+                stopped_by, converged = "invalid_update", False
+                message = _stop_invalid(k, invalid)
+                break
+            theta = new
             if k > burn_iter:
                 n_avg += 1
                 avg = {n: v.copy() for n, v in theta.items()} if avg is None else {
@@ -657,7 +721,7 @@ def run_gem(
             ll = _track(model, theta, True)
         loop.record(0, theta, loglik=ll)
     stopped_by, converged, message = "max_iter", False, f"reached max_iter={max_iter}"
-    t = start - 1
+    t, failed = start - 1, 0
     for t in range(start, max_iter + 1):
         if not exact:
             res = es.run(theta, state, per_chain, rng)
@@ -667,6 +731,13 @@ def run_gem(
                 return M.q_hat(model, th, draws)
 
         new, info = M.gradient_ascent(model, theta, q, n_steps=n_steps, step_size=step_size)
+        new, invalid = _checked_update(model, new, "the M step's result")
+        if invalid is not None:
+            stopped_by, converged = "invalid_update", False
+            message = _stop_invalid(t, invalid)
+            failed = 1  # an E step ran in the failed iteration
+            t -= 1
+            break
         old = theta
         if exact:
             q, new_ll = _enumerated_q(model, new)
@@ -689,8 +760,9 @@ def run_gem(
             break
         if ckpt is not None:
             ckpt.save({"t": t, "theta": theta, "hits": hits, "state": state, "rng": rng}, loop.history)
-    if not exact and t < start:  # resumed at or past max_iter: one E step for the result's draws
+    if not exact:  # draws at the returned estimate (the loop's last draws are at the previous one)
         draws = es.run(theta, state, per_chain, rng).draws
+    n_esteps = t + failed + 1  # every iteration's E step and the final one
     return loop.finish(theta, converged=converged, stopped_by=stopped_by, message=message,
                        loglik=ll if exact else model.exact_loglik(theta),
-                       **({} if exact else {"draws": draws, "total_draws": t * per_chain * es.n_chains}))
+                       **({} if exact else {"draws": draws, "total_draws": n_esteps * per_chain * es.n_chains}))

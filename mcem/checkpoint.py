@@ -3,47 +3,205 @@
 A checkpoint holds everything a Monte Carlo fit needs to continue exactly where it stopped:
 the parameters, the history, the chains' states (positions, cached log densities, adapted
 proposal scales), the random generators (bit-generator state and seed-sequence position), the
-sample-size schedule's state and the options of the run. It is one ``.npz`` file whose arrays
-are the numeric leaves and whose ``__checkpoint__.json`` entry describes the structure. It is
-written after every iteration to a temporary file in the same directory, flushed, fsynced and
-renamed over the previous checkpoint, so a crash leaves either the old or the new checkpoint,
-never a torn one. Loading uses ``allow_pickle=False``; only named tuples defined inside mcem are
-rebuilt.
+sample-size schedule's state, the options of the run and a fingerprint of the model (its name,
+parameter and latent declarations and a SHA-256 hash of its data: :mod:`mcem.serial`).
+
+Files (format ``"mcem-checkpoint/2"``)
+--------------------------------------
+The user names one file, ``checkpoint="run.mcem"``. Beside it appear:
+
+* ``run.mcem``, the *main file*: one ``.npz`` archive (``numpy.load(..., allow_pickle=False)``
+  opens it) whose ``__checkpoint__.json`` entry (UTF-8 JSON as ``uint8``) describes the payload
+  as a tree of nodes; large arrays are entries of the archive, small ones are inline in the JSON
+  (dtype, shape and base64 bytes). It holds the run's method, options and model fingerprint, the
+  loop state of the last completed iteration and the *tail* of the history: the rows after the
+  last full chunk (at most 63). It also records the history's run token, the number of chunks,
+  the SHA-256 of the last chunk file and the number of rows. It is rewritten after every
+  iteration: to ``.mcem-ckpt-run.mcem.<12 hex digits>.tmp`` in the same folder, flushed,
+  fsynced and moved over ``run.mcem`` with :func:`os.replace`; so a crash leaves either the old or
+  the new checkpoint, never a torn one. The folder itself (which makes the rename durable) is
+  fsynced at the first write and then at most once a second: a killed process loses nothing,
+  while after a power failure the checkpoint found may be up to about a second older than the
+  last iteration (still complete and consistent).
+* ``run.mcem.history/`` (once the history has 64 rows): immutable *chunk files*
+  ``<token>-<k>.npz`` (``k`` = 000000, 000001, ...) of 64 history rows each, written once (via a
+  temporary file, fsynced, renamed, the folder fsynced) before the main file that counts them.
+  Each chunk records the SHA-256 of the previous chunk file, and the main file the SHA-256 of
+  the last, so a missing, modified or foreign chunk is detected on load. ``token`` is random
+  per writer (per :func:`mcem.fit` or :func:`resume` call): a new run writing to the same path
+  writes its own chunks and never touches the chunks the current main file refers to; once its
+  first main file is in place, the older runs' chunks are removed.
+
+Nodes of the description: a JSON ``null``, boolean, number or string is that value; otherwise
+an object with ``"t"``: ``"d"`` (a dict: ``"v"``, a list of ``[key, node]``), ``"l"``/``"tu"``
+(a list/tuple: ``"v"``), ``"x"``/``"x0"`` (an inline array/numpy scalar: dtype ``"d"``, shape
+``"s"``, base64 bytes ``"b"``, ``"f": 1`` for Fortran order), ``"a"``/``"a0"`` (an array/numpy
+scalar in archive entry ``"k"``), ``"nt"`` (a state class by stable name ``"cls"``, fields
+``"f"``), ``"rng"`` (a Generator: bit generator ``"bitgen"``, its ``"state"``, the seed
+sequence ``"seq"``). The main file's description is ``{"format", "tree", "history"}`` with
+``history = {"token", "chunk_rows", "n_chunks", "last_sha256", "n_rows", "tail"}``; a chunk's
+is ``{"format": "mcem-checkpoint-chunk/2", "token", "index", "first_row", "prev_sha256",
+"rows"}``.
+
+A write thus costs the same at every iteration (the loop state, at most 63 rows, and every 64th
+iteration one chunk), whatever the length of the history. Copy or move ``run.mcem`` together
+with ``run.mcem.history/``. The first write of a run (and every :func:`save_checkpoint`) also
+removes what a killed writer of the same checkpoint left behind (its
+``.mcem-ckpt-run.mcem.*.tmp`` files, unreferenced chunks); temporary files of other targets are
+left alone.
+
+Loading checks the archives' CRCs and the chunk hashes and rebuilds only plain values, arrays,
+numpy generators of numpy's own bit generators (PCG64, PCG64DXSM, Philox, SFC64, MT19937) and
+the chain-state named tuples listed in :data:`STATE_CLASSES`, looked up by a stable name: a
+file never names code to import or call. Anything else is a ``ValueError`` naming the file and
+the node (for example ``loop['state'].kernel_state``). Files of the previous format
+``"mcem-checkpoint/1"`` (one ``.npz`` with the whole history inline, classes written as
+``module:qualname``) are still read, their classes only when they name one of the same classes.
 
 The model itself (user functions) cannot be stored without pickle, so :func:`resume` takes it
-again and checks that it declares the same parameters and latents.
+again and checks it against the stored fingerprint (older checkpoints: against the parameter and
+latent declarations only), then validates the stored state before the run continues.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib
 import io
 import json
+import math
+import numbers
 import os
-import tempfile
+import re
+import secrets
+import time
+import types
 import zipfile
 
 import numpy as np
 
-__all__ = ["resume", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+from ._validation import check_bool, check_positive_int
+from .serial import (
+    TMP_PREFIX,
+    fingerprint_differences,
+    fsync_directory,
+    model_fingerprint,
+    remove_leftovers,
+    write_atomic,
+)
 
-CHECKPOINT_FORMAT = "mcem-checkpoint/1"
+__all__ = [
+    "resume",
+    "save_checkpoint",
+    "load_checkpoint",
+    "clone_generator",
+    "CHECKPOINT_FORMAT",
+    "STATE_CLASSES",
+]
+
+CHECKPOINT_FORMAT = "mcem-checkpoint/2"
+LEGACY_FORMATS = ("mcem-checkpoint/1",)
+CHUNK_FORMAT = "mcem-checkpoint-chunk/2"
+CHUNK_ROWS = 64
 _META = "__checkpoint__.json"
+_INLINE_BYTES = 1024  # arrays up to this size are stored inline in the JSON description
+_DIR_SYNC_SECONDS = 1.0  # the main file's folder is fsynced at most this often
+
+#: The named tuples a checkpoint may hold, by stable name: (module, class name). Only these are
+#: rebuilt on load; the module and class come from this table, never from the file. (MALA
+#: chains never reach a checkpoint: the kernel takes a user gradient function, which the
+#: checkpoint of the run's options refuses.)
+STATE_CLASSES = types.MappingProxyType({
+    "EStepState": ("mcem.estep", "EStepState"),
+    "ShardedState": ("mcem.distributed", "ShardedState"),
+    "ComposeState": ("mcem.kernels.compose", "ComposeState"),
+    "ExactState": ("mcem.kernels.compose", "ExactState"),
+    "RWMState": ("mcem.kernels.metropolis", "RWMState"),
+    "GibbsState": ("mcem.kernels.gibbs", "GibbsState"),
+    "EmceeState": ("mcem.kernels.ensemble", "EmceeState"),
+})
+_LEGACY_NAMES = {f"{m}:{q}": n for n, (m, q) in STATE_CLASSES.items()}  # format 1 spelling
+
+#: numpy's bit generators, the only ones a checkpoint may name.
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+_TOKEN = re.compile(r"[0-9a-f]{16}")
+_CHUNK_FILE = re.compile(r"([0-9a-f]{16})-(\d{6})\.npz")
+_CHUNK_TMP = re.compile(re.escape(TMP_PREFIX) + r"[0-9a-f]{16}-\d{6}\.npz\.[0-9a-f]{12}\.tmp")
+
+
+def _state_class(name):
+    module, qualname = STATE_CLASSES[name]
+    return getattr(importlib.import_module(module), qualname)
+
+
+_CLASS_NAMES: dict = {}
+
+
+def _state_name(cls):
+    """The stable name of an allow-listed state class, or None."""
+    if not _CLASS_NAMES:
+        for n in STATE_CLASSES:
+            _CLASS_NAMES[_state_class(n)] = n
+    return _CLASS_NAMES.get(cls)
+
+
+class _Bad(ValueError):
+    """A malformed node: the message names where it is."""
+
+
+def _child(where, key):
+    return key if not where else f"{where}[{key!r}]"
+
+
+# --------------------------------------------------------------------------------------------
+# packing
 
 
 class _Packer:
-    def __init__(self):
+    """Python values -> a JSON tree of nodes plus a dict of arrays (archive entries).
+
+    Arrays of at most ``inline`` bytes are stored in the node itself (base64 of their bytes).
+    """
+
+    def __init__(self, prefix="a", inline=0):
         self.arrays = {}
+        self.prefix = prefix
+        self.inline = inline
 
     def _key(self):
-        return f"a{len(self.arrays)}"
+        return f"{self.prefix}{len(self.arrays)}"
+
+    def _array(self, a, scalar):
+        if a.nbytes <= self.inline:
+            fortran = a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
+            node = {"t": "x0" if scalar else "x", "d": a.dtype.str, "s": list(a.shape),
+                    "b": base64.b64encode(a.tobytes(order="F" if fortran else "C")).decode("ascii")}
+            if fortran:
+                node["f"] = 1
+            return node
+        k = self._key()
+        self.arrays[k] = a
+        return {"t": "a0" if scalar else "a", "k": k}
 
     def pack(self, obj, where="state"):
+        t = type(obj)
+        if t is float or t is int or t is str or t is bool or obj is None:
+            return obj  # a plain JSON scalar is its own node
+        if t is dict:
+            if not all(type(k) is str for k in obj):
+                raise TypeError(f"checkpoint: {where} has non-string keys")
+            return {"t": "d", "v": [[k, self.pack(v, _child(where, k))] for k, v in obj.items()]}
         if isinstance(obj, np.random.Generator):
+            name = type(obj.bit_generator).__name__
+            if name not in BIT_GENERATORS:
+                raise TypeError(f"checkpoint: {where} uses the bit generator {name}; only numpy's "
+                                f"{', '.join(BIT_GENERATORS)} are saved")
             seq = obj.bit_generator.seed_seq
             return {
                 "t": "rng",
-                "bitgen": type(obj.bit_generator).__name__,
+                "bitgen": name,
                 "state": obj.bit_generator.state,
                 "seq": {
                     "entropy": seq.entropy,
@@ -53,134 +211,391 @@ class _Packer:
                 },
             }
         if isinstance(obj, np.ndarray):
-            if obj.dtype == object:
+            if obj.dtype.hasobject:
                 raise TypeError(f"checkpoint: {where} is an object array, which cannot be saved without pickle")
-            k = self._key()
-            self.arrays[k] = obj
-            return {"t": "a", "k": k}
+            return self._array(obj, False)
         if isinstance(obj, tuple) and hasattr(obj, "_fields"):
             cls = type(obj)
-            if not cls.__module__.startswith("mcem."):
-                raise TypeError(f"checkpoint: {where} is a {cls.__name__} from {cls.__module__}; only mcem types are saved")
-            return {
-                "t": "nt",
-                "cls": f"{cls.__module__}:{cls.__qualname__}",
-                "f": {f: self.pack(getattr(obj, f), f"{where}.{f}") for f in obj._fields},
-            }
+            name = _state_name(cls)
+            if name is None:
+                raise TypeError(
+                    f"checkpoint: {where} is a {cls.__qualname__} from {cls.__module__}; only mcem's "
+                    f"chain-state classes ({', '.join(STATE_CLASSES)}) are saved"
+                )
+            return {"t": "nt", "cls": name,
+                    "f": {f: self.pack(getattr(obj, f), f"{where}.{f}") for f in obj._fields}}
         if isinstance(obj, dict):
             if not all(isinstance(k, str) for k in obj):
                 raise TypeError(f"checkpoint: {where} has non-string keys")
-            return {"t": "d", "v": [[k, self.pack(v, f"{where}[{k!r}]")] for k, v in obj.items()]}
+            return {"t": "d", "v": [[k, self.pack(v, _child(where, k))] for k, v in obj.items()]}
         if isinstance(obj, list | tuple):
             return {"t": "l" if isinstance(obj, list) else "tu",
                     "v": [self.pack(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
         if isinstance(obj, np.generic):
-            return {"t": "a0", "k": self._store_scalar(obj)}
-        if obj is None or isinstance(obj, bool | int | float | str):
-            return {"t": "s", "v": obj}
+            a = np.asarray(obj)
+            if a.dtype.hasobject:
+                raise TypeError(f"checkpoint: {where} is a numpy object, which cannot be saved without pickle")
+            return self._array(a, True)
+        for plain in (bool, int, float, str):  # subclasses (IntEnum, ...) as the plain type
+            if isinstance(obj, plain):
+                return plain(obj)
         raise TypeError(
             f"checkpoint: {where} is a {type(obj).__name__}, which cannot be saved without pickle "
             "(checkpoints take plain options: numbers, strings, lists and dicts of them)"
         )
 
-    def _store_scalar(self, x):
-        k = self._key()
-        self.arrays[k] = np.asarray(x)
-        return k
+
+def _dumps(node) -> str:
+    return json.dumps(node, separators=(",", ":"))
+
+
+def _pack_items(items: dict, prefix: str) -> tuple[list, dict]:
+    """Top-level entries -> their ``[key, node]`` JSON strings and arrays."""
+    out, arrays = [], {}
+    for i, (k, v) in enumerate(items.items()):
+        p = _Packer(f"{prefix}{i}_", _INLINE_BYTES)
+        out.append(f"[{_dumps(k)},{_dumps(p.pack(v, k))}]")
+        arrays.update(p.arrays)
+    return out, arrays
+
+
+# --------------------------------------------------------------------------------------------
+# unpacking
 
 
 class _Unpacker:
+    """A JSON tree of nodes plus arrays -> Python values; any malformed node is a ``_Bad``."""
+
     def __init__(self, arrays):
         self.arrays = arrays
 
-    def unpack(self, node):
-        t = node["t"]
+    def _entry(self, node, where):
+        k = node.get("k")
+        if not isinstance(k, str) or k not in self.arrays:
+            raise _Bad(f"{where or 'the root'} refers to an array entry {k!r} the archive lacks")
+        return self.arrays[k]
+
+    @staticmethod
+    def _inline(node, where):
+        try:
+            dtype = np.dtype(node["d"])
+            shape = tuple(int(s) for s in node["s"])
+            raw = base64.b64decode(node["b"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Bad(f"{where} is a malformed inline array ({type(exc).__name__}: {exc})") from None
+        if dtype.hasobject or dtype.fields is not None or any(s < 0 for s in shape):
+            raise _Bad(f"{where} is an inline array of dtype {dtype} and shape {shape}, which is not stored")
+        if len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise _Bad(f"{where}: inline array of {len(raw)} bytes for dtype {dtype} and shape {shape}")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if node.get("f") else "C").copy(
+            order="K")
+
+    def unpack(self, node, where=""):
+        if node is None or isinstance(node, bool | int | float | str):
+            return node
+        if not isinstance(node, dict):
+            raise _Bad(f"{where or 'the root'} is not a checkpoint node (a JSON {type(node).__name__})")
+        t = node.get("t")
         if t == "a":
-            return np.array(self.arrays[node["k"]])
+            return np.array(self._entry(node, where))
         if t == "a0":
-            return self.arrays[node["k"]][()]
+            return self._entry(node, where)[()]
+        if t == "x":
+            return self._inline(node, where)
+        if t == "x0":
+            return self._inline(node, where)[()]
         if t == "s":
-            return node["v"]
-        if t == "d":
-            return {k: self.unpack(v) for k, v in node["v"]}
-        if t == "l":
-            return [self.unpack(v) for v in node["v"]]
-        if t == "tu":
-            return tuple(self.unpack(v) for v in node["v"])
+            v = node.get("v")
+            if v is not None and not isinstance(v, bool | int | float | str):
+                raise _Bad(f"{where} is a scalar node holding a JSON {type(v).__name__}")
+            return v
+        if t in ("d", "l", "tu"):
+            v = node.get("v")
+            if not isinstance(v, list):
+                raise _Bad(f"{where or 'the root'} is a container node without a list of values")
+            if t == "d":
+                out = {}
+                for item in v:
+                    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                        raise _Bad(f"{where or 'the root'} has a malformed dict item")
+                    out[item[0]] = self.unpack(item[1], _child(where, item[0]))
+                return out
+            items = [self.unpack(x, f"{where}[{i}]") for i, x in enumerate(v)]
+            return items if t == "l" else tuple(items)
         if t == "nt":
-            mod, qual = node["cls"].split(":")
-            if not mod.startswith("mcem."):
-                raise ValueError(f"refusing to rebuild {node['cls']}: not an mcem type")
-            cls = importlib.import_module(mod)
-            for part in qual.split("."):
-                cls = getattr(cls, part)
-            return cls(**{f: self.unpack(v) for f, v in node["f"].items()})
+            return self._named_tuple(node, where)
         if t == "rng":
+            return self._generator(node, where)
+        raise _Bad(f"{where or 'the root'} has an unknown node type {t!r}")
+
+    def _named_tuple(self, node, where):
+        name = node.get("cls")
+        key = name if isinstance(name, str) and name in STATE_CLASSES else _LEGACY_NAMES.get(name)
+        if key is None:
+            raise _Bad(
+                f"{where or 'the root'} names the class {name!r}, which is not one of mcem's chain-state "
+                f"classes ({', '.join(STATE_CLASSES)}); refusing to rebuild it"
+            )
+        cls = _state_class(key)
+        fields = node.get("f")
+        if not isinstance(fields, dict) or set(fields) != set(cls._fields):
+            got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
+            raise _Bad(f"{where} is a {key} with fields {got}, expected {list(cls._fields)}")
+        return cls(**{f: self.unpack(v, f"{where}.{f}") for f, v in fields.items()})
+
+    @staticmethod
+    def _generator(node, where):
+        name = node.get("bitgen")
+        if name not in BIT_GENERATORS:
+            raise _Bad(f"{where} names the bit generator {name!r}; only numpy's {', '.join(BIT_GENERATORS)} "
+                       "are rebuilt")
+        try:
             s = node["seq"]
             seq = np.random.SeedSequence(
                 entropy=s["entropy"], spawn_key=tuple(s["spawn_key"]), pool_size=s["pool_size"],
                 n_children_spawned=s["n_children_spawned"],
             )
-            bitgen = getattr(np.random, node["bitgen"])(seq)
+            bitgen = getattr(np.random, name)(seq)
             bitgen.state = node["state"]
-            return np.random.Generator(bitgen)
-        raise ValueError(f"unknown node type {t!r}")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise _Bad(f"{where} holds an invalid {name} generator state ({type(exc).__name__}: {exc})") from None
+        return np.random.Generator(bitgen)
+
+
+def clone_generator(rng: np.random.Generator) -> np.random.Generator:
+    """An independent copy of a numpy Generator: same bit-generator state and seed sequence, so
+    both produce the same numbers and spawn the same children."""
+    p = _Packer()
+    return _Unpacker(p.arrays).unpack(p.pack(rng, "rng"), "rng")
+
+
+# --------------------------------------------------------------------------------------------
+# archives
+
+
+def _npz_bytes(arrays: dict, meta: str) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{_META: np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)})
+    return buf.getvalue()
+
+
+def _read_archive(raw: bytes) -> tuple[dict, dict]:
+    """The JSON description and the arrays of a checkpoint archive (main file or chunk)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise _Bad(f"entry {bad!r} fails its CRC check (truncated or corrupted)")
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            if _META not in npz.files:
+                raise _Bad("it has no mcem checkpoint description (not an mcem checkpoint)")
+            arrays = {k: npz[k] for k in npz.files}
+    except _Bad:
+        raise
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise _Bad(f"it is truncated or corrupted: {type(exc).__name__}: {exc}") from exc
+    raw_meta = arrays.pop(_META)
+    try:
+        if raw_meta.dtype != np.uint8 or raw_meta.ndim != 1:
+            raise TypeError(f"the description is {raw_meta.dtype} of shape {raw_meta.shape}")
+        meta = json.loads(raw_meta.tobytes().decode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise _Bad(f"its description is unreadable (truncated or corrupted): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise _Bad("its description is not a JSON object (not an mcem checkpoint)")
+    return meta, arrays
+
+
+def _history_dir(path: str) -> str:
+    return path + ".history"
+
+
+def _chunk_name(token: str, k: int) -> str:
+    return f"{token}-{k:06d}.npz"
+
+
+class _Store:
+    """Writes one checkpoint path: the main file and the history chunks beside it."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.folder = os.path.dirname(os.path.abspath(self.path))
+        self.name = os.path.basename(self.path)
+        self.hdir = _history_dir(self.path)
+        self.token = None  # of this writer's chunks; None until the first write
+        self.history_id = None
+        self.n_rows = 0  # rows written (chunks and tail)
+        self.n_chunks = 0
+        self.last_sha = ""
+        self.tail = []  # (json, arrays) of the rows after the last chunk
+        self.cleaned = False
+        self.dir_synced = -math.inf  # when the folder was last fsynced (the first write does)
+
+    def _write_chunk(self, token, k, prev_sha, rows) -> str:
+        if not os.path.isdir(self.hdir):
+            os.makedirs(self.hdir, exist_ok=True)
+            fsync_directory(self.folder)
+        arrays = {}
+        for _, a in rows:
+            arrays.update(a)
+        meta = (f'{{"format":"{CHUNK_FORMAT}","token":"{token}","index":{k},"first_row":{k * CHUNK_ROWS},'
+                f'"prev_sha256":"{prev_sha}","rows":[{",".join(j for j, _ in rows)}]}}')
+        data = _npz_bytes(arrays, meta)
+        write_atomic(os.path.join(self.hdir, _chunk_name(token, k)), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def write(self, items: list, arrays: dict, history) -> None:
+        """Write the main file with the top-level ``items`` (``[key, node]`` JSON strings) and
+        ``arrays``; ``history`` (a History or a list of rows, or None) goes to the chunks and the
+        tail. Only rows this writer has not stored yet are encoded."""
+        arrays = dict(arrays)
+        hist_json = "null"
+        if history is not None:
+            n = len(history)
+            fresh = self.token is None or id(history) != self.history_id or n < self.n_rows
+            if fresh:
+                token, n_rows, n_chunks, last, tail = secrets.token_hex(8), 0, 0, "", []
+            else:
+                token, n_rows, n_chunks, last = self.token, self.n_rows, self.n_chunks, self.last_sha
+                tail = list(self.tail)
+            for i in range(n_rows, n):
+                p = _Packer(f"r{i}_", _INLINE_BYTES)
+                tail.append((_dumps(p.pack(history[i], f"history[{i}]")), p.arrays))
+                if len(tail) == CHUNK_ROWS:
+                    last = self._write_chunk(token, n_chunks, last, tail)
+                    n_chunks, tail = n_chunks + 1, []
+            for _, a in tail:
+                arrays.update(a)
+            hist_json = (f'{{"token":"{token}","chunk_rows":{CHUNK_ROWS},"n_chunks":{n_chunks},'
+                         f'"last_sha256":"{last}","n_rows":{n},"tail":[{",".join(j for j, _ in tail)}]}}')
+        meta = f'{{"format":"{CHECKPOINT_FORMAT}","tree":{{"t":"d","v":[{",".join(items)}]}},"history":{hist_json}}}'
+        now = time.monotonic()
+        sync_dir = now - self.dir_synced >= _DIR_SYNC_SECONDS
+        write_atomic(self.path, _npz_bytes(arrays, meta), sync_dir=sync_dir)
+        if sync_dir:
+            self.dir_synced = now
+        if history is not None:  # committed: remember what is stored
+            self.token, self.history_id, self.n_rows = token, id(history), n
+            self.n_chunks, self.last_sha, self.tail = n_chunks, last, tail
+        if not self.cleaned:
+            self._clean()
+
+    def _clean(self):
+        """Remove a killed writer's temporary files and chunks no longer referenced."""
+        self.cleaned = True
+        remove_leftovers(self.folder, self.name)
+        try:
+            entries = list(os.scandir(self.hdir))
+        except OSError:
+            return
+        for e in entries:
+            m = _CHUNK_FILE.fullmatch(e.name)
+            stale = (m is not None and (m.group(1) != self.token or int(m.group(2)) >= self.n_chunks)) \
+                or _CHUNK_TMP.fullmatch(e.name) is not None
+            if stale:
+                try:
+                    os.unlink(e.path)
+                except OSError:
+                    pass
+        try:
+            os.rmdir(self.hdir)  # only when empty
+        except OSError:
+            pass
 
 
 def save_checkpoint(path, payload: dict) -> None:
-    """Write ``payload`` (nested dicts, lists, arrays, mcem named tuples, generators) atomically."""
-    packer = _Packer()
-    tree = packer.pack(payload)
-    meta = json.dumps({"format": CHECKPOINT_FORMAT, "tree": tree}).encode()
-    arrays = dict(packer.arrays)
-    arrays[_META] = np.frombuffer(meta, dtype=np.uint8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".mcem-ckpt-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
+    """Write ``payload`` (nested dicts, lists, arrays, mcem chain states, generators) atomically.
+
+    A ``"history"`` entry (a list of row dicts or a History) is stored in chunks beside the main
+    file (see the module docstring); the other entries in the main file.
+    """
+    if not isinstance(payload, dict):
+        raise TypeError(f"save_checkpoint: payload must be a dict, got {type(payload).__name__}")
+    items, arrays = _pack_items({k: v for k, v in payload.items() if k != "history"}, "p")
+    _Store(path).write(items, arrays, payload.get("history"))
+
+
+def _load_history(path, hist, arrays) -> list:
+    if not isinstance(hist, dict):
+        raise _Bad("its history description is not a JSON object")
+    token, n_chunks, rows_per = hist.get("token"), hist.get("n_chunks"), hist.get("chunk_rows")
+    n_rows, tail = hist.get("n_rows"), hist.get("tail")
+    if not (isinstance(token, str) and _TOKEN.fullmatch(token)):
+        raise _Bad(f"its history token {token!r} is malformed")
+    for name, v in (("n_chunks", n_chunks), ("chunk_rows", rows_per), ("n_rows", n_rows)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise _Bad(f"its history count {name} = {v!r} is not an int >= 0")
+    if not isinstance(tail, list):
+        raise _Bad("its history tail is not a list")
+    if n_chunks * rows_per + len(tail) != n_rows:
+        raise _Bad(f"its history has {n_chunks} chunk(s) of {rows_per} rows and {len(tail)} more, "
+                   f"not the {n_rows} rows it records")
+    hdir = _history_dir(path)
+    rows, prev = [], ""
+    for k in range(n_chunks):
+        fname = os.path.join(os.path.basename(hdir), _chunk_name(token, k))
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
-        pass
+            with open(os.path.join(hdir, _chunk_name(token, k)), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            raise _Bad(f"its history chunk {fname!r} is missing (keep the folder "
+                       f"{os.path.basename(hdir)!r} beside the checkpoint)") from None
+        except OSError as exc:
+            raise _Bad(f"its history chunk {fname!r} cannot be read: {exc}") from exc
+        sha = hashlib.sha256(raw).hexdigest()
+        try:
+            meta, carrays = _read_archive(raw)
+        except _Bad as exc:
+            raise _Bad(f"its history chunk {fname!r}: {exc}") from None
+        if (meta.get("format") != CHUNK_FORMAT or meta.get("token") != token or meta.get("index") != k
+                or meta.get("prev_sha256") != prev):
+            raise _Bad(f"its history chunk {fname!r} is not chunk {k} of this checkpoint "
+                       "(modified, or from another run)")
+        crows = meta.get("rows")
+        if not isinstance(crows, list) or len(crows) != rows_per:
+            raise _Bad(f"its history chunk {fname!r} does not hold {rows_per} rows")
+        up = _Unpacker(carrays)
+        rows += [up.unpack(r, f"history[{k * rows_per + i}]") for i, r in enumerate(crows)]
+        prev = sha
+    if n_chunks and prev != hist.get("last_sha256"):
+        raise _Bad(f"its last history chunk {_chunk_name(token, n_chunks - 1)!r} does not match the "
+                   "checkpoint (modified, or from another run)")
+    up = _Unpacker(arrays)
+    base = n_chunks * rows_per
+    rows += [up.unpack(r, f"history[{base + i}]") for i, r in enumerate(tail)]
+    return rows
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint; a truncated, corrupted or foreign file raises ValueError naming it."""
+    """Read a checkpoint; a truncated, corrupted, tampered or foreign file raises ValueError
+    naming it and the problem."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise ValueError(f"entry {bad!r} fails its CRC check")
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            if _META not in npz.files:
-                raise ValueError("it has no mcem checkpoint description (not an mcem checkpoint)")
-            meta = json.loads(npz[_META].tobytes().decode())
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"its format is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-            arrays = {k: npz[k] for k in npz.files if k != _META}
-        return _Unpacker(arrays).unpack(meta["tree"])
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path!r} cannot be read: {exc}") from exc
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"checkpoint {path!r} is truncated or corrupted: {type(exc).__name__}: {exc}") from exc
+        meta, arrays = _read_archive(raw)
+        fmt = meta.get("format")
+        if fmt not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS):
+            raise _Bad(f"its format is {fmt!r}, expected {CHECKPOINT_FORMAT!r} (not an mcem checkpoint "
+                       "of this version)")
+        payload = _Unpacker(arrays).unpack(meta.get("tree"), "")
+        if not isinstance(payload, dict):
+            raise _Bad(f"its root is a {type(payload).__name__}, not a dict")
+        if fmt == CHECKPOINT_FORMAT and meta.get("history") is not None:
+            payload["history"] = _load_history(path, meta["history"], arrays)
+        return payload
+    except _Bad as exc:
+        raise ValueError(f"checkpoint {path!r} cannot be read: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"checkpoint {path!r} cannot be read: its description is nested too deeply") from None
+    except OSError as exc:
+        raise ValueError(f"checkpoint {path!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# resume
 
 
 def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoint=True, executor=None):
@@ -189,10 +604,12 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
     Parameters
     ----------
     path : str or path
-        The file given as ``checkpoint=`` to :func:`mcem.fit`.
+        The file given as ``checkpoint=`` to :func:`mcem.fit` (with its ``.history`` folder
+        beside it, if any).
     model : Model
-        The same model (functions cannot be stored without pickle); its parameters and latents
-        must match the checkpoint's.
+        The same model (functions cannot be stored without pickle): the same name, parameter
+        and latent declarations and data as the checkpoint's fingerprint records; any
+        difference is a ``ValueError`` saying what differs.
     callback, progress
         As for :func:`mcem.fit` (not stored in the checkpoint).
     max_iter : int, optional
@@ -207,23 +624,29 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
     -------
     FitResult
         Exactly what the uninterrupted run with the same seed would have returned.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read, was made with another model, or holds a state the run
+        cannot continue from (unknown method, missing history, chains of the wrong shape,
+        parameters outside their constraints, ...): the message names the file and the problem.
     """
     from .fit import METHODS
     from .model import Model
 
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
+    if max_iter is not None:
+        max_iter = check_positive_int(max_iter, "max_iter")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    checkpoint = check_bool(checkpoint, "checkpoint")
+    path = os.fspath(path)
     ck = load_checkpoint(path)
-    for key in ("method", "options", "loop", "spec"):
-        if key not in ck:
-            raise ValueError(f"checkpoint {os.fspath(path)!r} cannot be read: it lacks {key!r}")
-    spec = ck["spec"]
-    mine = _model_spec(model)
-    if spec != mine:
-        raise ValueError(
-            f"resume: model does not match the checkpoint {os.fspath(path)!r}: the checkpoint has "
-            f"{spec}, the model declares {mine}"
-        )
+    _check_checkpoint(path, ck, model)
     options = dict(ck["options"])
     if max_iter is not None:
         options["max_iter"] = max_iter
@@ -231,11 +654,10 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
         if options.get("shards") is None:
             raise ValueError("resume: executor is only for runs with a sharded E step (shards=k)")
         options["executor"] = executor
-    method = ck["method"]
-    runner = METHODS[method]
+    runner = METHODS[ck["method"]]
     return runner(
         model, ck["loop"]["theta"], rng=None, callback=callback, progress=progress,
-        checkpoint=os.fspath(path) if checkpoint else None, _resume=ck, **options,
+        checkpoint=path if checkpoint else None, _resume=ck, **options,
     )
 
 
@@ -246,16 +668,213 @@ def _model_spec(model) -> dict:
     }
 
 
+#: What each method's loop state holds: key -> kind of value.
+_LOOP_KEYS = {
+    "em": {"t": "count", "theta": "theta", "decreases": "count"},
+    "mcem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "m": "positive",
+             "hits": "count", "swamped": "count", "total_draws": "count", "per_chain": "positive"},
+    "saem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "s": "any", "memory": "memory",
+             "avg": "theta_or_none", "n_avg": "count", "hits": "count", "total_draws": "count"},
+    "gem": {"t": "count", "theta": "theta", "hits": "count", "state": "state_or_none", "rng": "rng"},
+}
+
+
+def _known_options(method):
+    import inspect
+
+    from .fit import _COMMON, METHODS
+
+    runner = METHODS[method]
+    params = inspect.signature(getattr(runner, "target", runner)).parameters
+    known = {n for n, p in params.items() if n not in _COMMON and p.kind != p.VAR_KEYWORD}
+    known.discard("checkpoint")
+    known |= {"max_iter", "tol"}
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        from .estep import EStep
+
+        known |= {n for n in inspect.signature(EStep.__init__).parameters if n not in ("self", "model")}
+    return known
+
+
+def _check_checkpoint(path, ck, model) -> None:
+    """Refuse, with a clear ValueError, a checkpoint the run cannot continue from."""
+    from .fit import METHODS
+
+    def bad(what):
+        return ValueError(f"checkpoint {path!r} is invalid: {what}")
+
+    for key in ("method", "options", "loop", "history"):
+        if key not in ck:
+            raise ValueError(f"checkpoint {path!r} cannot be read: it lacks {key!r}")
+    if "model" not in ck and "spec" not in ck:
+        raise ValueError(f"checkpoint {path!r} cannot be read: it lacks 'model' (the model's fingerprint)")
+    method = ck["method"]
+    if not isinstance(method, str) or method not in METHODS:
+        raise bad(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    # the model first: a different model explains most other mismatches
+    if "model" in ck:
+        diffs = fingerprint_differences(ck["model"], model_fingerprint(model), "the checkpoint")
+        if diffs:
+            raise ValueError(f"resume: model does not match the checkpoint {path!r}: " + "; ".join(diffs))
+    else:  # format 1: declarations only
+        spec, mine = ck["spec"], _model_spec(model)
+        if spec != mine:
+            raise ValueError(
+                f"resume: model does not match the checkpoint {path!r}: the checkpoint has "
+                f"{spec}, the model declares {mine}"
+            )
+    options = ck["options"]
+    if not isinstance(options, dict):
+        raise bad(f"its options are a {type(options).__name__}, not a dict")
+    unknown = sorted(set(options) - _known_options(method))
+    if unknown:
+        raise bad(f"unknown option(s) {unknown} for method {method!r}")
+    history, loop = ck["history"], ck["loop"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise bad("its history is not a list of rows (dicts)")
+    if not isinstance(loop, dict):
+        raise bad(f"its loop state is a {type(loop).__name__}, not a dict")
+    need = _LOOP_KEYS[method]
+    missing = [k for k in need if k not in loop]
+    if missing:
+        raise bad(f"the loop state lacks {missing} (method {method!r})")
+    for key, kind in need.items():
+        v, where = loop[key], f"loop[{key!r}]"
+        if kind in ("count", "positive"):
+            lo = 1 if kind == "positive" else 0
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool | np.bool_) or v < lo:
+                raise bad(f"the counter {where} is {v!r}; expected an int >= {lo}")
+        elif kind == "theta" or (kind == "theta_or_none" and v is not None):
+            try:
+                model.check_theta(v, where)
+            except (ValueError, TypeError) as exc:
+                raise bad(str(exc)) from None
+        elif kind == "rng" and not isinstance(v, np.random.Generator):
+            raise bad(f"{where} is a {type(v).__name__}, not a numpy Generator")
+        elif kind == "state" or (kind == "state_or_none" and v is not None):
+            _check_state(bad, v, model, options)
+        elif kind == "memory":
+            _check_memory(bad, v, model)
+    t = loop["t"]
+    if len(history) != t + 1:
+        raise bad(f"the iteration counter loop['t'] = {t} disagrees with the history's "
+                  f"{len(history)} row(s) (expected {t + 1}: the start and one per iteration)")
+    for i, row in enumerate(history):
+        if row.get("iter") != i or not isinstance(row.get("params"), dict):
+            raise bad(f"history row {i} is malformed (its 'iter' is {row.get('iter')!r}, expected {i}, "
+                      "and it needs a 'params' dict)")
+    if method == "gem" and loop["state"] is None and not _gem_exact(model, options):
+        raise bad("loop['state'] is None, but this gem run draws its E step by MCMC")
+
+
+def _gem_exact(model, options) -> bool:
+    enumerable = (len(model.latents) == 1 and model.latents[model.latent_names[0]].is_discrete
+                  and model.latents[model.latent_names[0]].unit and model.per_unit)
+    return enumerable and options.get("estep", "auto") != "mc"
+
+
+def _check_state(bad, state, model, options):
+    """The chains' state: its class, and positions shaped and valued as the model declares."""
+    from .distributed import ShardedState
+    from .estep import EStepState
+
+    shards = options.get("shards")
+    want = ShardedState if shards is not None else EStepState
+    if not isinstance(state, want):
+        raise bad(f"loop['state'] is a {type(state).__name__}, expected a {want.__name__}")
+    if isinstance(state, ShardedState):
+        if len(state.shard_states) != shards or not all(isinstance(s, EStepState) for s in state.shard_states):
+            raise bad(f"loop['state'] does not hold {shards} block states (EStepState), as shards={shards} needs")
+        parts = [("loop['state'].shard_states[%d]" % i, s) for i, s in enumerate(state.shard_states)]
+    else:
+        parts = [("loop['state']", state)]
+    n_units_seen = {}
+    chains = None
+    for where, st in parts:
+        try:
+            z = st.z
+        except Exception as exc:  # a malformed kernel state
+            raise bad(f"{where}.kernel_state does not hold the chains' positions "
+                      f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(z, dict) or set(z) != set(model.latents):
+            got = sorted(z) if isinstance(z, dict) else type(z).__name__
+            raise bad(f"{where} holds chains for latents {got}; the model declares {list(model.latent_names)}")
+        for name in model.latent_names:
+            spec, a = model.latents[name], z[name]
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+                raise bad(f"{where}: the chains' positions of latent {name!r} are not a numeric array")
+            shape = spec.shape
+            if isinstance(state, ShardedState) and spec.unit:  # a block of units
+                ok = a.ndim == 1 + len(shape) and a.shape[2:] == shape[1:]
+                n_units_seen[name] = n_units_seen.get(name, 0) + (a.shape[1] if a.ndim > 1 else 0)
+            else:
+                ok = a.shape[1:] == shape and a.ndim == 1 + len(shape)
+            if not ok:
+                dims = ["n_chains", *map(str, shape)]
+                want_shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+                raise bad(f"{where}: the chains' positions of latent {name!r} have shape {a.shape}; the model "
+                          f"declares {name!r} of shape {shape}, so expected {want_shape}")
+            if chains is None:
+                chains = a.shape[0]
+            if a.shape[0] != chains or chains < 1:
+                raise bad(f"{where}: the latents' chains disagree in number ({a.shape[0]} and {chains})")
+            if not np.all(spec.contains(a)):
+                raise bad(f"{where}: the chains' positions of latent {name!r} lie outside its support "
+                          f"{spec.support!r}")
+        _check_per_chain(bad, st.kernel_state, chains, f"{where}.kernel_state")
+    for name, n in n_units_seen.items():
+        if n != model.latents[name].shape[0]:
+            raise bad(f"loop['state']: the blocks hold {n} units of latent {name!r}, the model declares "
+                      f"{model.latents[name].shape[0]}")
+
+
+def _check_per_chain(bad, ks, chains, where):
+    """Every array in a kernel state is one row per chain."""
+    if isinstance(ks, tuple) and hasattr(ks, "_fields"):
+        for f in ks._fields:
+            _check_per_chain(bad, getattr(ks, f), chains, f"{where}.{f}")
+    elif isinstance(ks, dict):
+        for k, v in ks.items():
+            _check_per_chain(bad, v, chains, f"{where}[{k!r}]")
+    elif isinstance(ks, np.ndarray) and ks.ndim >= 1 and ks.shape[0] != chains:
+        raise bad(f"{where} has shape {ks.shape}, expected one row per chain ({chains})")
+
+
+def _check_memory(bad, memory, model):
+    if not isinstance(memory, list):
+        raise bad(f"loop['memory'] is a {type(memory).__name__}, not a list")
+    for i, item in enumerate(memory):
+        where = f"loop['memory'][{i}]"
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict)):
+            raise bad(f"{where} is not a (weight, draws) pair")
+        w, draws = item
+        if not isinstance(w, numbers.Real) or not np.isfinite(w) or w <= 0:
+            raise bad(f"{where} has weight {w!r}; expected a positive number")
+        for name in model.latent_names:
+            a = draws.get(name)
+            shape = model.latents[name].shape
+            if not isinstance(a, np.ndarray) or a.shape[2:] != shape or a.ndim != 2 + len(shape):
+                got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
+                raise bad(f"{where}: the draws of latent {name!r} are {got}; expected (chain, draw, *{shape})")
+
+
 class Checkpointer:
-    """Writes the loop state after each iteration (used by the algorithms)."""
+    """Writes the loop state after each iteration (used by the algorithms).
+
+    The run's method, options and model fingerprint are encoded once; each :meth:`save` encodes
+    the loop state and only the history rows not stored yet (see the module docstring).
+    """
 
     def __init__(self, path, model, method, options):
         self.path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise ValueError(f"checkpoint: the folder {folder!r} does not exist")
-        self.base = {"method": method, "options": options, "spec": _model_spec(model)}
-        _Packer().pack(options, "options")  # fail now, not after the first iteration
+        base = {"method": method, "options": options, "spec": _model_spec(model),
+                "model": model_fingerprint(model)}
+        self._items, self._arrays = _pack_items(base, "b")  # fails now, not after the first iteration
+        self._store = _Store(self.path)
 
     def save(self, loop_state: dict, history) -> None:
-        save_checkpoint(self.path, {**self.base, "loop": loop_state, "history": history.rows})
+        items, arrays = _pack_items({"loop": loop_state}, "l")
+        self._store.write(self._items + items, {**self._arrays, **arrays}, history)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import as_generator
+from ._validation import as_generator, check_bool, check_mapping
 from .model import Model
 
 __all__ = ["compare", "Comparison"]
@@ -172,16 +173,24 @@ def compare(model, methods=("em", "mcem", "saem"), theta0=None, *, rng=None, opt
 
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
+    if isinstance(methods, str) or not isinstance(methods, Sequence):
+        raise TypeError(f"methods must be a list or tuple of method names, got {type(methods).__name__} {methods!r}")
     methods = list(methods)
     if not methods:
         raise ValueError("methods must name at least one method, got an empty sequence")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if not isinstance(m, str) or m not in METHODS]
     if unknown:
         raise ValueError(f"methods must be among {sorted(METHODS)}, got unknown {unknown}")
-    options = dict(options or {})
+    dup = sorted({m for m in methods if methods.count(m) > 1})
+    if dup:
+        raise ValueError(f"methods must name each method once, got {dup} more than once in {methods}")
+    options = check_mapping(options, "options")
     bad = sorted(set(options) - set(methods))
     if bad:
         raise ValueError(f"options has entries for methods not being compared: {bad} (methods: {methods})")
+    for m, opts in options.items():
+        check_mapping(opts, f"options[{m!r}]", allow_none=False)
+    standard_errors = check_bool(standard_errors, "standard_errors")
     if "em" in methods and not model.has_exact_em:
         warnings.warn(f"compare: model {model.name!r} has no exact EM; skipping method 'em'", stacklevel=2)
         methods.remove("em")

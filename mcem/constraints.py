@@ -22,6 +22,24 @@ Constraints::
 The elementwise constraints are also callables that set a shape: ``real(shape=(K, d))``.
 Check-only constraints (no bijection) describe the supports of discrete distributions:
 ``boolean``, ``nonnegative_integer``, ``integer_interval(lo, hi)``.
+
+Edges
+    A fitted value can sit at the edge of its set, where the likelihood theory behind standard
+    errors fails (a mixture component collapsed onto a point, an empty component). ``c.edge(x)``
+    lists the elements (events) of ``x`` at the edge, ``c.at_edge(x)`` is the boolean mask. The
+    criteria, chosen so that ordinary fits are never flagged:
+
+    * ``positive``: a value at most ``1e-8`` times the largest value at the same position along
+      the first axis (the same feature's variance in the other mixture components, or the other
+      elements of a vector), or at most ``1e-12`` (a lone scale that has collapsed). A collapsed
+      Gaussian component's variance is about ``1e-14`` times the data's.
+    * ``positive_definite``: a condition number above ``1e12`` (smallest eigenvalue at most
+      ``1e-12`` times the largest: comparisons across directions may mix units, hence the wide
+      margin), or a smallest eigenvalue at most ``1e-8`` times the variance of the other matrices
+      of the batch along the same direction (same units), or at most ``1e-12``.
+    * ``simplex``: a weight at most ``1e-10``.
+    * ``interval(a, b)``: a value within ``1e-10 (b - a)`` of an end.
+    * ``real``: no edge. Non-finite values are reported by every constraint.
 """
 
 from __future__ import annotations
@@ -110,6 +128,39 @@ class Constraint:
         """A canonical point inside the set, used as the default initial value."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    #: Number of trailing axes that make one event (0 elementwise, 2 for matrices).
+    _event_ndim = 0
+
+    def edge(self, x) -> list:
+        """The elements (events) of ``x`` at the edge of the set, as ``(index, reason)`` pairs.
+
+        ``index`` is a tuple into ``x`` (into its batch axes for matrix-valued constraints) and
+        ``reason`` a short text with the numbers (e.g. ``"smallest eigenvalue 1.2e-14
+        (condition number 3e+13)"``). Non-finite values are reported as ``"not finite (nan)"``.
+        An empty list when no element is at the edge. The criteria are in the module docstring.
+        """
+        x = np.asarray(x, dtype=float)
+        return self._nonfinite(x)
+
+    def at_edge(self, x) -> np.ndarray:
+        """Boolean mask of :meth:`edge`: shape of ``x`` (less the event axes of a matrix)."""
+        x = np.asarray(x, dtype=float)
+        mask = np.zeros(x.shape[: x.ndim - self._event_ndim], dtype=bool)
+        for idx, _ in self.edge(x):
+            mask[idx] = True
+        return mask
+
+    def _nonfinite(self, x):
+        """``(index, "not finite (nan)")`` for every element (event) holding a NaN or inf."""
+        nd = self._event_ndim
+        events = x.reshape(x.shape[: x.ndim - nd] + (-1,)) if nd else x[..., None]
+        out = []
+        for idx in np.argwhere(~np.all(np.isfinite(events), axis=-1)):
+            i = tuple(int(k) for k in idx)
+            v = events[i]
+            out.append((i, f"not finite ({v[~np.isfinite(v)][0]})"))
+        return out
+
     def describe(self) -> str:
         return repr(self)
 
@@ -192,6 +243,37 @@ class Positive(_Elementwise):
     def default(self):
         return np.ones(self.shape)
 
+    #: Relative and absolute edge tolerances (see the module docstring).
+    edge_rtol = 1e-8
+    edge_atol = 1e-12
+
+    def edge(self, x) -> list:
+        """Values at (or below) zero: at most ``edge_rtol`` times the largest value at the same
+        position along the first axis, or at most ``edge_atol``."""
+        x = np.asarray(x, dtype=float)
+        out = self._nonfinite(x)
+        finite = np.isfinite(x)
+        if x.ndim:
+            ref = np.max(np.where(finite, x, -np.inf), axis=0, keepdims=True)
+        else:
+            ref = x
+        ref = np.broadcast_to(ref, x.shape)
+        rel = finite & (x <= self.edge_rtol * ref)
+        tiny = finite & (x <= self.edge_atol)
+        for idx in np.argwhere(rel | tiny):
+            i = tuple(int(k) for k in idx)
+            v, r = float(x[i]), float(ref[i])
+            if v <= 0:
+                why = f"{v:.3g} (not positive)"
+            elif rel[i]:
+                what = ("the largest element" if x.ndim == 1
+                        else "the largest value at the same position along the first axis")
+                why = f"{v:.3g}, {v / r:.2g} times {what} ({r:.3g})"
+            else:
+                why = f"{v:.3g}, below the absolute floor {self.edge_atol:g}"
+            out.append((i, why))
+        return out
+
     def __repr__(self):
         return f"positive(shape={self.shape})" if self.shape else "positive"
 
@@ -225,6 +307,24 @@ class Interval(_Elementwise):
 
     def default(self):
         return np.full(self.shape, 0.5 * (self.low + self.high))
+
+    #: Distance to an end, relative to the width, that counts as the edge.
+    edge_rtol = 1e-10
+
+    def edge(self, x) -> list:
+        """Values within ``edge_rtol * (high - low)`` of an end (or outside the interval)."""
+        x = np.asarray(x, dtype=float)
+        out = self._nonfinite(x)
+        width = self.high - self.low
+        with np.errstate(invalid="ignore"):
+            lo, hi = x - self.low, self.high - x
+        near = np.isfinite(x) & (np.minimum(lo, hi) <= self.edge_rtol * width)
+        for idx in np.argwhere(near):
+            i = tuple(int(k) for k in idx)
+            end, dist = ("lower", lo[i]) if lo[i] <= hi[i] else ("upper", hi[i])
+            at = self.low if end == "lower" else self.high
+            out.append((i, f"{float(x[i])!r}, {float(dist):.2g} from the {end} end {at:g} (width {width:g})"))
+        return out
 
     def _key(self):
         return (self.shape, self.low, self.high)
@@ -280,6 +380,19 @@ class Simplex(Constraint):
 
     def default(self):
         return np.full(self.shape, 1.0 / self.K)
+
+    #: A weight at most this is at the edge (an empty component).
+    edge_atol = 1e-10
+
+    def edge(self, x) -> list:
+        """Weights at most ``edge_atol`` (index: batch index and the weight's position)."""
+        x = np.asarray(x, dtype=float)
+        out = self._nonfinite(x)
+        zero = np.isfinite(x) & (x <= self.edge_atol)
+        for idx in np.argwhere(zero):
+            i = tuple(int(k) for k in idx)
+            out.append((i, f"weight {float(x[i]):.3g} (at 0)"))
+        return out
 
     def _key(self):
         return (self.K, self.batch)
@@ -348,6 +461,46 @@ class PositiveDefinite(Constraint):
 
     def default(self):
         return np.broadcast_to(np.eye(self.d), self.shape).copy()
+
+    _event_ndim = 2
+    #: Largest condition number inside the set; smallest eigenvalue relative to the variance of
+    #: the other matrices of the batch along the same direction; absolute floor.
+    edge_cond = 1e12
+    edge_rtol = 1e-8
+    edge_atol = 1e-12
+
+    def edge(self, x) -> list:
+        """Matrices (index: batch index) with a condition number above ``edge_cond``, a smallest
+        eigenvalue at most ``edge_rtol`` times the variance of the other matrices of the batch
+        along its direction, or at most ``edge_atol`` (or not positive definite)."""
+        x = np.asarray(x, dtype=float)
+        out = self._nonfinite(x)
+        bshape = x.shape[:-2]
+        d = x.shape[-1]
+        flat = x.reshape((-1, d, d))
+        finite = np.all(np.isfinite(flat), axis=(-1, -2))
+        sym = np.where(finite[:, None, None], 0.5 * (flat + np.swapaxes(flat, -1, -2)), np.eye(d))
+        w, V = np.linalg.eigh(sym)
+        lmin, lmax, vmin = w[:, 0], w[:, -1], V[:, :, 0]
+        # variance of every matrix j along the smallest direction of matrix b: (b, j)
+        along = np.einsum("bi,jik,bk->bj", vmin, sym, vmin)
+        along = np.where(finite[None, :], along, -np.inf)
+        ref = along.max(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cond = np.where(lmin > 0, lmax / lmin, np.inf)
+        bad_cond = cond > self.edge_cond
+        bad_rel = (flat.shape[0] > 1) & (lmin <= self.edge_rtol * ref)
+        bad_abs = lmin <= self.edge_atol
+        for b in np.flatnonzero(finite & (bad_cond | bad_rel | bad_abs)):
+            i = tuple(int(k) for k in np.unravel_index(b, bshape)) if bshape else ()
+            if lmin[b] <= 0:
+                why = f"smallest eigenvalue {lmin[b]:.3g} (not positive definite)"
+            else:
+                why = f"smallest eigenvalue {lmin[b]:.3g} (condition number {cond[b]:.2g})"
+            if bad_rel[b] and ref[b] > 0:
+                why += f"; the batch has variance up to {ref[b]:.3g} along that direction"
+            out.append((i, why))
+        return out
 
     def _key(self):
         return (self.d, self.batch)

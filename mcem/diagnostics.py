@@ -3,6 +3,15 @@
 Draws are laid out ``(chain, draw, *shape)``; every function reduces the first two axes and
 returns a float for ``(chain, draw)`` input, an array of shape ``shape`` otherwise. ESS, R-hat and
 MCSE are thin wrappers on ``arviz_stats.base.array_stats``.
+
+Ensembles
+    The walkers of an affine-invariant ensemble (emcee) are not independent chains: every move of
+    a walker uses the positions of the others, so the walkers are coupled and the per-chain
+    formulas, which assume independent chains, can overstate the effective sample size and
+    understate R-hat (coupled walkers agree with each other even while the ensemble as a whole
+    still drifts). :func:`ensemble_ess` and :func:`ensemble_rhat` use only what is valid for an
+    ensemble: the series of walker means ``f_bar_t = mean_w f(x_{w,t})``, one Markov chain whose
+    autocorrelation includes every coupling between walkers.
 """
 
 from __future__ import annotations
@@ -11,7 +20,15 @@ import numpy as np
 
 from ._validation import check_positive_int
 
-__all__ = ["ess", "rhat", "mcse_mean", "batch_means_se", "acceptance_summary"]
+__all__ = [
+    "ess",
+    "rhat",
+    "mcse_mean",
+    "batch_means_se",
+    "acceptance_summary",
+    "ensemble_ess",
+    "ensemble_rhat",
+]
 
 
 def _array_stats():
@@ -58,6 +75,48 @@ def mcse_mean(x):
     """Monte Carlo standard error of the mean over (chain, draw) (``arviz_stats`` ``mcse``)."""
     x = _as_draws(x)
     return _out(_array_stats().mcse(x, chain_axis=0, draw_axis=1, method="mean"))
+
+
+def ensemble_ess(x):
+    """Effective sample size of the mean over all walkers and draws of an ensemble sampler.
+
+    ``x`` is laid out ``(walker, draw, *shape)``. The estimate of ``E[f]`` is the grand mean,
+    whose variance is the long-run variance of the walker-mean series divided by the number of
+    draws, whatever the coupling between walkers. The ESS is, by definition,
+
+        ESS = Var(f) / MCSE(grand mean)^2,
+
+    with ``Var(f)`` the variance over all walkers and draws and the MCSE of the walker-mean
+    series as one chain (``arviz_stats`` ``mcse``, method ``"mean"``). With independent walkers
+    this is ``walkers * draws / tau`` as usual; with coupled walkers it counts the coupling. NaN
+    with fewer than 4 draws or a constant series.
+    """
+    x = _as_draws(x)
+    if x.shape[1] < 4:
+        return _out(np.full(x.shape[2:], np.nan))
+    m = x.mean(axis=0)[None]  # (1, draw, ...)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.asarray(mcse_mean(m), dtype=float)
+        var = x.reshape((-1,) + x.shape[2:]).var(axis=0, ddof=1)
+        out = np.where(se > 0, var / se**2, np.nan)
+    return _out(out)
+
+
+def ensemble_rhat(x, method="rank"):
+    """Split R-hat of an ensemble sampler: the walker-mean series as one chain.
+
+    ``x`` is laid out ``(walker, draw, *shape)``. The series of walker means is cut into its two
+    halves, taken as two chains, and passed to :func:`rhat` (which splits them again: four
+    quarters are compared). It flags an ensemble whose mean still drifts, which coupled walkers
+    hide from the per-walker R-hat. NaN with fewer than 8 draws.
+    """
+    x = _as_draws(x)
+    n = x.shape[1]
+    if n < 8:
+        return _out(np.full(x.shape[2:], np.nan))
+    half = n // 2
+    m = x.mean(axis=0)[n - 2 * half :]  # drop the first draw when n is odd
+    return rhat(m.reshape((2, half) + x.shape[2:]), method=method)
 
 
 def batch_means_se(x, n_batches=None):

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import diagnostics as D
-from ._validation import as_generator, check_positive_float, check_positive_int
+from ._validation import as_generator, check_bool, check_fraction, check_positive_float, check_positive_int
 from .exceptions import MonteCarloWarning
 from .kernels.base import Target
 from .kernels.compose import Compose
@@ -161,7 +161,8 @@ class EStep:
         ``"exact"``, ``"gibbs"``, ``"rwm"``, ``"mala"``, ``"emcee"``, a kernel instance, or a
         dict site -> kernel name / instance. See :func:`mcem.kernels.build_kernel`.
     n_chains : int
-        Independent chains (emcee's walkers).
+        Independent chains; with the emcee kernel, the walkers of one ensemble (coupled, not
+        independent: see Notes).
     burn : int
         Burn-in steps of the first :meth:`run` (proposal scales adapt during burn-in only).
     warm_burn : int
@@ -185,6 +186,18 @@ class EStep:
     executor : concurrent.futures.Executor, optional
         Run the blocks on it: a ``ProcessPoolExecutor``, or Dask's ``client.get_executor()``.
         Needs ``shards``.
+
+    Notes
+    -----
+    Each run reports ``ess_loglik`` and ``rhat_loglik``, the effective sample size and R-hat of
+    the complete-data log-likelihood trace ``(chains, draws)``. For independent chains they are
+    the bulk ESS and the rank-normalised split R-hat over the chains. The walkers of the emcee
+    ensemble are not independent (each move of a walker uses the others' positions), so for it
+    (``EStep.is_ensemble``) both are computed on the one series that is a valid Markov chain,
+    the mean over walkers at each draw: the ESS of the grand mean, ``Var(f) / MCSE^2`` with the
+    MCSE from that series, and the split R-hat of that series
+    (:func:`mcem.diagnostics.ensemble_ess`, :func:`mcem.diagnostics.ensemble_rhat`).
+    ``diagnostics_basis`` says which (``"chains"`` or ``"walker mean"``).
     """
 
     def __new__(cls, model=None, sampler="auto", *args, shards=None, executor=None, **kwargs):
@@ -218,8 +231,8 @@ class EStep:
         self.burn = check_positive_int(burn, "burn", minimum=0)
         self.warm_burn = check_positive_int(warm_burn, "warm_burn", minimum=0)
         self.thin = check_positive_int(thin, "thin")
-        self.warn = bool(warn)
-        self.min_acceptance = check_positive_float(min_acceptance, "min_acceptance", allow_zero=True)
+        self.warn = check_bool(warn, "warn")
+        self.min_acceptance = check_fraction(min_acceptance, "min_acceptance")
         self.max_rhat = check_positive_float(max_rhat, "max_rhat")
         self.rhat_min_draws = check_positive_int(rhat_min_draws, "rhat_min_draws", minimum=4)
         self.settings = dict(n_chains=self.n_chains, burn=self.burn, warm_burn=self.warm_burn,
@@ -358,6 +371,17 @@ class EStep:
                 reducer({n: v[:, i] for n, v in draws.items()})
         return ks, (draws if keep else {}), np.asarray(trace, dtype=float)
 
+    @property
+    def is_ensemble(self) -> bool:
+        """True when the chains are the walkers of one ensemble sampler (emcee), not independent.
+
+        Then ``ess_loglik`` and ``rhat_loglik`` are computed on the series of walker means
+        (:func:`mcem.diagnostics.ensemble_ess`, :func:`mcem.diagnostics.ensemble_rhat`).
+        """
+        k = getattr(self, "kernel", None)
+        kernels = getattr(k, "kernels", None) or {}
+        return len(kernels) == 1 and bool(getattr(next(iter(kernels.values())), "ensemble", False))
+
     def _diagnostics(self, trace, acc_burn, acc_keep, burn, n_draws):
         metro = getattr(self.kernel, "metropolis_sites", {})
         acceptance = {}
@@ -379,17 +403,23 @@ class EStep:
         acc_mean = float(np.mean([s["mean"] for s in metro_sites])) if metro_sites else 1.0
         acc_min = float(np.min([s["min"] for s in metro_sites])) if metro_sites else 1.0
         ess = rhat = float("nan")
+        ensemble = self.is_ensemble
         if n_draws >= 4 and np.all(np.isfinite(trace)):
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                ess = D.ess(trace, method="bulk")
-                rhat = D.rhat(trace)
+                if ensemble:  # coupled walkers: the walker-mean series is the one valid chain
+                    ess = D.ensemble_ess(trace)
+                    rhat = D.ensemble_rhat(trace)
+                else:
+                    ess = D.ess(trace, method="bulk")
+                    rhat = D.rhat(trace)
         return {
             "acceptance": acceptance,
             "acceptance_mean": acc_mean,
             "acceptance_min": acc_min,
             "ess_loglik": ess,
             "rhat_loglik": rhat,
+            "diagnostics_basis": "walker mean" if ensemble else "chains",
             "n_kept": n_draws,
             "n_burned": burn,
             "n_chains": self.n_chains,
@@ -402,6 +432,7 @@ class EStep:
         }
 
     def _maybe_warn(self, diag):
+        """Keyed warnings (``low_acceptance``, ``high_rhat``) that a fit can gather over iterations."""
         if not self.warn:
             return
         if diag["low_acceptance"]:
@@ -410,18 +441,33 @@ class EStep:
                 for n, s in diag["acceptance"].items()
                 if s["metropolis"] and s["mean"] < self.min_acceptance
             }
+            lowest = float(min(bad.values())) if bad else float(diag["acceptance_mean"])
             warnings.warn(
-                f"E step: the Metropolis acceptance rate collapsed below {self.min_acceptance} "
-                f"(site: rate {bad}); the chains barely move. Lengthen burn-in so proposal scales "
-                "can adapt, or set a smaller proposal scale",
-                MonteCarloWarning,
+                MonteCarloWarning(
+                    f"E step: the Metropolis acceptance rate collapsed below {self.min_acceptance} "
+                    f"(site: mean rate {bad}); the chains barely move. Lengthen burn-in so proposal "
+                    "scales can adapt, or set a smaller proposal scale",
+                    key="low_acceptance",
+                    value=lowest,
+                    worse="low",
+                ),
                 stacklevel=3,
             )
         if diag["high_rhat"]:
+            if diag.get("diagnostics_basis") == "walker mean":
+                basis = ("R-hat of the walker-mean series of the complete-data log-likelihood "
+                         "(split in halves)")
+                what = "the ensemble still drifts"
+            else:
+                basis, what = "R-hat of the complete-data log-likelihood trace", "the chains disagree"
             warnings.warn(
-                f"E step: R-hat of the complete-data log-likelihood trace is "
-                f"{diag['rhat_loglik']:.3f} > {self.max_rhat}; the chains disagree. Increase burn "
-                "or warm_burn, or the number of draws",
-                MonteCarloWarning,
+                MonteCarloWarning(
+                    f"E step: {basis} is {diag['rhat_loglik']:.3f} > {self.max_rhat} over "
+                    f"{diag['n_kept']} draws of {diag['n_chains']} chains; {what}. Increase burn "
+                    "or warm_burn, or the number of draws",
+                    key="high_rhat",
+                    value=float(diag["rhat_loglik"]),
+                    worse="high",
+                ),
                 stacklevel=3,
             )

@@ -10,7 +10,9 @@ import warnings
 import numpy as np
 
 from ._validation import as_generator, check_choice, check_positive_float, check_positive_int
+from ._warnlog import WarningLog, active_log
 from .exceptions import ConvergenceWarning
+from .inference import degeneracy
 from .model import Model
 from .result import FitResult, History
 
@@ -42,6 +44,11 @@ class _Loop:
         now = time.perf_counter()
         row = {"iter": it, "params": {k: np.array(v) for k, v in theta.items()}}
         row.update(values)
+        log = active_log()
+        if log is not None:
+            met = log.set_iteration(it)
+            if met:
+                row["warnings"] = ", ".join(met)
         row["seconds"] = now - self._t_last
         self._t_last = now
         self.history.append(row)
@@ -63,6 +70,13 @@ class _Loop:
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        problems = degeneracy(self.model, theta)
+        if problems:  # a boundary estimate: standard errors do not apply there
+            note = ("degenerate fit: " + "; ".join(problems[:3])
+                    + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))
+            warnings.warn(ConvergenceWarning(f"{self.method}: {note}", key="degenerate_fit", value=len(problems)),
+                          stacklevel=3)
+            converged, message = False, f"{message}; not converged to an interior maximum: {note}"
         res = FitResult(
             params={k: np.array(v) for k, v in theta.items()},
             converged=bool(converged),
@@ -77,6 +91,7 @@ class _Loop:
             model_name=self.model.name,
         )
         res.update(extra)
+        res["degenerate"] = problems
         object.__setattr__(res, "_model", self.model)  # for standard errors; not part of the data
         return res
 
@@ -263,6 +278,15 @@ def fit(
         raise TypeError(f"fit: method={method!r} got unknown option(s) {unknown}; its options are {known}")
     rng = as_generator(rng)
     theta = model.validate(model.default_theta() if theta0 is None else theta0, rng=rng.spawn(1)[0])
-    return runner(
-        model, theta, rng=rng, max_iter=max_iter, tol=tol, callback=callback, progress=progress, **options
+    return run_method(
+        runner, model, theta, rng=rng, max_iter=max_iter, tol=tol, callback=callback, progress=progress, **options
     )
+
+
+def run_method(runner, model, theta, **kwargs):
+    """Run an algorithm with its warnings gathered: one warning per problem, the full record in
+    the result's ``warnings_record`` (see :mod:`mcem._warnlog`)."""
+    with WarningLog() as log:
+        res = runner(model, theta, **kwargs)
+    res["warnings_record"] = log.records
+    return res

@@ -13,7 +13,10 @@ File format (``"mcem-result/1"``)
 * the entry ``__meta__.json`` is a ``uint8`` array holding a UTF-8 JSON document with the format
   (``"format": "mcem-result"``, ``"version": "mcem-result/1"``), every scalar, string and setting,
   the history layout (columns, their types, rows lacking a value, each row's key order), the dtype
-  and shape of every array entry, and ``"lossy"``: the notes on values converted with ``repr``.
+  and shape of every array entry, ``"lossy"``: the notes on values converted with ``repr``, and,
+  when the result carries its model (a result of :func:`mcem.fit`), ``"model"``: the model's
+  fingerprint (name, parameter and latent declarations, SHA-256 of the data; see
+  :mod:`mcem.serial`), which :func:`load_result` compares with the ``model=`` it is given.
 
 Values are stored exactly: Python ``bool``/``int``/``float``/``str``/``None``, lists, tuples,
 dicts (any keys of these types) and non-object numpy arrays and scalars (dtype and shape kept) come
@@ -23,8 +26,10 @@ Anything else (a function, an arbitrary object, an object array) cannot be store
 it was (for example ``settings['sampler_options']['proposal']``) and issues a ``UserWarning``;
 :func:`load_result` returns that string.
 
-A file is written atomically (a temporary file in the same directory, flushed and fsynced, then
-``os.replace``), so an interrupted save never leaves a half-written result under the target name.
+A file is written atomically (a temporary file ``.<name>.<12 hex digits>.tmp`` in the same
+directory, flushed and fsynced, then ``os.replace``), so an interrupted save never leaves a
+half-written result under the target name; a later save of the same file removes the temporary
+files a killed save of it left behind.
 :func:`load_result` checks the archive's CRCs, the format, the version and every array's dtype and
 shape against the metadata, and raises ``ValueError`` naming the file and the problem rather than
 return a wrong result.
@@ -47,6 +52,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .result import FitResult, History
+from .serial import fingerprint_differences, model_fingerprint
 
 __all__ = ["save_result", "load_result", "to_datatree", "FORMAT", "VERSION"]
 
@@ -211,6 +217,17 @@ class _Encoder:
         return {"kind": "array", "type": typ, "key": self.add(prefix, name, arr)}
 
 
+def _attached_model(result):
+    """The model a result made by :func:`mcem.fit` (or loaded with ``model=``) carries, or None."""
+    try:
+        model = object.__getattribute__(result, "_model")
+    except AttributeError:
+        return None
+    from .model import Model
+
+    return model if isinstance(model, Model) else None
+
+
 def _encode(result) -> tuple[dict, dict]:
     if not isinstance(result, Mapping):
         raise TypeError(f"save_result: expected a FitResult, got {type(result).__name__}")
@@ -231,6 +248,9 @@ def _encode(result) -> tuple[dict, dict]:
         "arrays": {k: [a.dtype.str, list(a.shape)] for k, a in enc.arrays.items()},
         "lossy": enc.lossy,
     }
+    model = _attached_model(result)
+    if model is not None:
+        meta["model"] = model_fingerprint(model)
     return meta, enc.arrays
 
 
@@ -378,6 +398,12 @@ def save_result(result, path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    leftover = re.compile(re.escape(f".{os.path.basename(path)}.") + r"[0-9a-f]{12}\.tmp")
+    with contextlib.suppress(OSError):  # what a writer killed mid-save of this file left behind
+        for e in os.scandir(directory):
+            if leftover.fullmatch(e.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
     if hasattr(os, "O_DIRECTORY"):  # make the rename durable (POSIX)
         with contextlib.suppress(OSError):
             dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -397,7 +423,9 @@ def load_result(path, model=None) -> FitResult:
     model : Model, optional
         The fitted model, attached to the result (outside the dict, as :func:`mcem.fit` does) so
         that methods needing it (standard errors, ...) work without ``model=``. Its parameters
-        must match the saved ones (names and shapes), else ``ValueError``.
+        must match the saved ones (names and shapes), else ``ValueError``. When the file holds
+        the fingerprint of the model that made it (results of :func:`mcem.fit`) and ``model``
+        differs from it (name, declarations, data), a ``UserWarning`` says what differs.
 
     Raises
     ------
@@ -472,6 +500,18 @@ def load_result(path, model=None) -> FitResult:
             model.check_theta(out.get("params"), "saved params")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: the result does not fit model {model.name!r}: {exc}") from exc
+        if "model" in meta:
+            try:
+                diffs = fingerprint_differences(meta["model"], model_fingerprint(model), "the saved result")
+            except ValueError as exc:
+                diffs = [str(exc)]
+            if diffs:
+                warnings.warn(
+                    f"load_result: model {model.name!r} is not the one that made the result in {path}: "
+                    + "; ".join(diffs),
+                    UserWarning,
+                    stacklevel=2,
+                )
         object.__setattr__(out, "_model", model)
     return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 __all__ = ["FitResult", "History"]
@@ -88,9 +90,10 @@ class FitResult(dict):
 
     Methods compute what needs the model: :meth:`standard_errors`, :meth:`inference`,
     :meth:`loglik` (estimate and Monte Carlo standard error; ``result["loglik"]`` is the stored
-    exact value), :meth:`aic`, :meth:`bic`, :meth:`summary`. A result made by :func:`mcem.fit`
-    remembers its model (outside the dict, so saving stays plain data); a loaded one takes
-    ``model=`` where needed.
+    exact value), :meth:`aic`, :meth:`bic`, :meth:`summary`; computing standard errors stores
+    ``se_problems`` (why some are NaN or not to be trusted; empty when all is well). A result
+    made by :func:`mcem.fit` remembers its model (outside the dict, so saving stays plain
+    data); a loaded one takes ``model=`` where needed.
     """
 
     def __getattr__(self, name):
@@ -126,17 +129,29 @@ class FitResult(dict):
         cache = self.__dict__.setdefault("_inference", {})
         if method not in cache:
             cache[method] = standard_errors(model, self["params"], self.get("draws"), method=method)
+            self["se_problems"] = list(cache[method].problems)
         return cache[method]
 
     def standard_errors(self, model=None, *, method="auto") -> dict:
         """Standard errors, a dict shaped like ``params`` (delta method from the unconstrained
-        scale; NaN where the information is not positive definite)."""
+        scale).
+
+        NaN where the information is not positive definite or a parameter is at the edge of its
+        constraint; then a :class:`~mcem.MonteCarloWarning` says which and why, and the result's
+        ``se_problems`` (a list of sentences, empty when all is well; set by the last
+        computation) records it for :meth:`summary` and for saving.
+        """
         return self.inference(model, method=method).se
 
-    def loglik(self, model=None, *, n_samples=2000, rng=0):
-        """The marginal log-likelihood at ``params``: ``LoglikEstimate(value, mcse, method)``.
+    def loglik(self, model=None, *, n_samples=None, target_se=0.05, max_samples=100_000, rng=0):
+        """The marginal log-likelihood at ``params``:
+        ``LoglikEstimate(value, mcse, method, n_samples, bias_correction)``.
 
-        Exact where the model allows it (``mcse`` 0); importance sampling otherwise.
+        Exact where the model allows it (``mcse`` 0); importance sampling otherwise, with as
+        many samples as it takes to reach a standard error of ``target_se`` within
+        ``max_samples`` (a warning says so when the budget falls short), or exactly
+        ``n_samples`` when given. See :func:`mcem.inference.marginal_loglik`. Cached per
+        arguments.
         """
         from .inference import LoglikEstimate, marginal_loglik
 
@@ -146,9 +161,10 @@ class FitResult(dict):
                 return LoglikEstimate(float(self["loglik"]), 0.0, "exact (stored)")
             self._get_model(None)
         cache = self.__dict__.setdefault("_loglik", {})
-        key = (n_samples, rng)
+        key = (n_samples, target_se, max_samples, rng)
         if key not in cache:
-            cache[key] = marginal_loglik(m, self["params"], self.get("draws"), n_samples=n_samples, rng=rng)
+            cache[key] = marginal_loglik(m, self["params"], self.get("draws"), n_samples=n_samples,
+                                         target_se=target_se, max_samples=max_samples, rng=rng)
         return cache[key]
 
     def _n_params(self):
@@ -197,19 +213,24 @@ class FitResult(dict):
 
         m = model if model is not None else getattr(self, "_model", None)
         se = ll = None
+        flags = {}
         notes = []
         if m is not None:
             try:
                 inf = self.inference(m)
-                se = inf.se
+                se, flags = inf.se, inf.flags
+                notes.extend(f"Standard errors: {p}" for p in inf.problems)
             except Exception as exc:  # the table is still useful without standard errors
                 notes.append(f"standard errors unavailable: {exc}")
             try:
                 ll = self.loglik(m)
             except Exception as exc:
                 notes.append(f"log-likelihood unavailable: {exc}")
-        elif self.get("loglik") is not None:
-            ll = self.loglik()
+        else:
+            notes.append("standard errors unavailable: this result does not hold its model; "
+                         "pass model=...")
+            if self.get("loglik") is not None:
+                ll = self.loglik()
         width = 78
         title = f"mcem fit: {self.get('model_name', 'model')}"
 
@@ -245,11 +266,13 @@ class FitResult(dict):
                 if np.isfinite(sd) and sd > 0:
                     row = f"{est:>11.4g}{sd:>11.4g}{est / sd:>9.3g}{est - q * sd:>12.4g}{est + q * sd:>12.4g}"
                 else:
-                    row = f"{est:>11.4g}{'n/a':>11}{'':>9}{'':>12}{'':>12}"
+                    why = flags.get(label) or ("fixed" if sd == 0 else "see note" if se is not None
+                                               else "no model")
+                    row = f"{est:>11.4g}{'n/a':>11}  ({why})"
                 lines.append(f"{label:<22}{row}")
         lines.append("=" * width)
         lines.append(str(self.message))
-        lines.extend(notes)
+        lines.extend(textwrap.fill(n, width=width, subsequent_indent="  ") for n in notes)
         return "\n".join(lines)
 
     def __repr__(self):

@@ -53,6 +53,14 @@ class UserSchedule:
     name = "user"
 
     def __init__(self, spec: Sequence | Callable):
+        if not callable(spec):
+            spec = list(spec)
+            if not spec:
+                raise ValueError("schedule: a list of sample sizes must have at least one entry (one int >= 1 "
+                                 "per iteration, the last repeated), got []")
+            bad = [m for m in spec if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1]
+            if bad:
+                raise ValueError(f"schedule: every sample size in the list must be an int >= 1, got {bad[0]!r}")
         self.spec = spec
 
     def _at(self, t):

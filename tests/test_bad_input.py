@@ -5,10 +5,15 @@ import warnings
 import numpy as np
 import pytest
 from test_algorithms import linkage_model
+from test_checkpoint_trust import tampered_checkpoint
+from test_model_validation import complex_init, indexed
+from test_ppl_trust import coin
 
 import mcem
 from mcem import constraints as C
 from mcem import dist
+from mcem.inference import degeneracy, marginal_loglik
+from mcem.models import genetic_linkage
 
 
 def re_model(log_joint=None, data=None):
@@ -47,6 +52,12 @@ class _SerialExecutor:
         return f
 
 
+def _a_directory():
+    import tempfile
+
+    return tempfile.mkdtemp()
+
+
 def _plain_checkpoint():
     import tempfile
 
@@ -78,6 +89,63 @@ CASES = [
     ("fit", "theta0 with strings", lambda: mcem.fit(GM, {**TH, "means": "a"}), TypeError, r"theta0\['means'\] must be numeric \(a float array\), got str 'a'"),
     ("fit", "unknown method", lambda: mcem.fit(GM, method="mcmc"), ValueError, r"method must be one of \['em', 'gem', 'mcem', 'saem'\], got 'mcmc'"),
     ("fit", "unknown option", lambda: mcem.fit(GM, method="mcem", n_chain=2), TypeError, r"method='mcem' got unknown option\(s\) \['n_chain'\]"),
+    ("Model", "conditionals not a dict", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": C.real}, latents={}, conditionals=[1]), TypeError, r"conditionals must be a dict \{latent name: fn\(theta, z, data\)\} or None, got list \[1\]"),
+    ("Model", "data of dtype object", lambda: re_model(data=np.array([1, "a", 2.0], dtype=object)), TypeError, r"data must be a numeric array \(or an array of strings\), got an array of dtype object \(int 1 at index \(0,\)\)"),
+    ("Model", "a list mixing numbers and strings as data", lambda: re_model(data=[0.3, "a", 2.0]), TypeError, r"data must be a numeric array \(or an array of strings\), got a list mixing strings with other values \(float 0.3 at index \(0,\)\)"),
+    ("Model", "complex init", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": C.real}, latents={}, init={"mu": 2j}), TypeError, r"init\['mu'\] must be real \(a float array\), got complex 2j"),
+    ("Continuous", "complex init", lambda: mcem.Continuous(init=1j), TypeError, r"Continuous: init must be real \(a float array\), got complex 1j"),
+    ("ppl", "observed data outside the support", lambda: coin(y=np.array([0, 1, 0, 2])), ValueError, r"observe 'y': Bernoulli needs values in \{0, 1\}; got 2 at index \(3,\)"),
+    ("ppl", "observed strings", lambda: coin(y=np.array(["0", "1"])), TypeError, r"observe 'y': Bernoulli needs real numbers \(values in \{0, 1\}\); got an array of dtype <U1"),
+    ("ppl", "data of dtype object", lambda: ppl_model(y=np.array([1, "a"], dtype=object)), TypeError, r"data\['y'\] must be a numeric array \(or an array of strings\), got an array of dtype object \(int 1 at index \(0,\)\)"),
+    ("ppl", "unit_index of floats", lambda: indexed(y=np.zeros(4), idx=np.array([0.0, 1.0, 1.0, 2.0]), G=3), TypeError, r"observe 'y': unit_index\['u'\] must be a 1-D integer array, got float64 of shape \(4,\)"),
+    ("ppl", "negative unit_index", lambda: indexed(y=np.zeros(4), idx=np.array([0, 1, -1, 2]), G=3), ValueError, r"observe 'y': unit_index\['u'\] must lie in 0..2, got values from -1 to 2 \(first bad: -1 at index 2\)"),
+    ("ppl", "unit_index beyond the units", lambda: indexed(y=np.zeros(4), idx=np.array([0, 1, 2, 3]), G=3), ValueError, r"observe 'y': unit_index\['u'\] must lie in 0..2, got values from 0 to 3 \(first bad: 3 at index 3\)"),
+    ("ppl", "unit_index of the wrong length", lambda: indexed(y=np.zeros(4), idx=np.array([0, 1, 2]), G=3), ValueError, r"observe 'y': unit_index\['u'\] must have one entry per element of the first axis of the observation \(shape \(4,\)\), got 3 entries"),
+    ("ppl", "complex init", lambda: complex_init(y=np.zeros(2)), TypeError, r"param 'mu': init must be real \(a float array\), got complex \(1\+1j\)"),
+    ("fit", "complex theta0", lambda: mcem.fit(re_model(), {"mu": 1 + 2j}), TypeError, r"theta0\['mu'\] must be real \(a float array\), got complex \(1\+2j\)"),
+    ("fit", "method given as a list", lambda: mcem.fit(GM, method=["em"]), TypeError, r"method must be one of \['em', 'gem', 'mcem', 'saem'\] \(a string\), got list \['em'\]"),
+    ("fit", "tol given as a string", lambda: mcem.fit(GM, tol="0.01"), TypeError, r"tol must be a real number, got str '0.01'"),
+    ("fit", "negative tol", lambda: mcem.fit(GM, tol=-1.0), ValueError, r"tol must be a finite non-negative number, got -1.0"),
+    ("marginal_loglik", "target_se not positive", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"u": np.zeros((1, 5, 3))}, target_se=0), ValueError, r"target_se must be a finite positive number, got 0"),
+    ("marginal_loglik", "max_samples below 2", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"u": np.zeros((1, 5, 3))}, max_samples=1), ValueError, r"max_samples must be an int >= 2, got 1"),
+    ("marginal_loglik", "n_samples below 2", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"u": np.zeros((1, 5, 3))}, n_samples=1), ValueError, r"n_samples must be an int >= 2, got 1"),
+    ("marginal_loglik", "draws without a latent", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"v": np.zeros((1, 5, 3))}), ValueError, r"draws has no draws of latent 'u'; it holds \['v'\]"),
+    ("marginal_loglik", "draws of the wrong shape", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"u": np.zeros((5, 4))}), ValueError, r"draws\['u'\] must have shape \(chain, draw, 3\), got \(5, 4\)"),
+    ("marginal_loglik", "a single draw", lambda: marginal_loglik(re_model(), {"mu": 0.0}, {"u": np.zeros((1, 1, 3))}), ValueError, r"draws\['u'\] must hold at least 2 draws to fit a proposal, got 1"),
+    ("marginal_loglik", "draws not a dict", lambda: marginal_loglik(re_model(), {"mu": 0.0}, [np.zeros((1, 5, 3))]), TypeError, r"draws must be a dict latent name -> \(chain, draw, \*shape\) array, got list"),
+    ("degeneracy", "not a model", lambda: degeneracy("m", {"mu": 0.0}), TypeError, r"model must be an mcem.Model, got str"),
+    ("degeneracy", "theta missing a parameter", lambda: degeneracy(re_model(), {}), ValueError, r"theta is missing parameter\(s\) \['mu'\]"),
+    ("degeneracy", "theta of the wrong shape", lambda: degeneracy(re_model(), {"mu": np.zeros(3)}), ValueError, r"theta\['mu'\] must have shape \(\), got shape \(3,\)"),
+    ("EStep", "min_acceptance outside (0, 1)", lambda: mcem.EStep(re_model(), min_acceptance=1.5), ValueError, r"min_acceptance must lie strictly between 0 and 1, got 1.5"),
+    ("EStep", "warn given as a string", lambda: mcem.EStep(re_model(), warn="no"), TypeError, r"warn must be True or False, got str 'no'"),
+    ("resume", "unknown method in the checkpoint", lambda: mcem.resume(tampered_checkpoint("method"), genetic_linkage()), ValueError, r"bad\.mcem' is invalid: unknown method 'mcmc'; expected one of \['em', 'gem', 'mcem', 'saem'\]"),
+    ("resume", "history removed", lambda: mcem.resume(tampered_checkpoint("history"), genetic_linkage()), ValueError, r"bad\.mcem' cannot be read: it lacks 'history'"),
+    ("resume", "chains of the wrong shape", lambda: mcem.resume(tampered_checkpoint("chains"), genetic_linkage()), ValueError, r"loop\['state'\]: the chains' positions of latent 'x2' have shape \(2, 3\); the model declares 'x2' of shape \(\), so expected \(n_chains,\)"),
+    ("resume", "negative iteration counter", lambda: mcem.resume(tampered_checkpoint("counter"), genetic_linkage()), ValueError, r"is invalid: the counter loop\['t'\] is -1; expected an int >= 0"),
+    ("resume", "theta outside its constraint", lambda: mcem.resume(tampered_checkpoint("theta"), genetic_linkage()), ValueError, r"is invalid: loop\['theta'\]\['theta'\] must lie in interval\(0\.0, 1\.0\), got 1\.5"),
+    ("resume", "unknown bit generator", lambda: mcem.resume(tampered_checkpoint("bitgen"), genetic_linkage()), ValueError, r"loop\['rng'\] names the bit generator 'RandomState'; only numpy's PCG64, PCG64DXSM, Philox, SFC64, MT19937 are rebuilt"),
+    ("resume", "a class path to code", lambda: mcem.resume(tampered_checkpoint("code"), genetic_linkage()), ValueError, r"loop\['state'\]\.kernel_state names the class 'mcem\.checkpoint:os\.system', which is not one of mcem's chain-state classes"),
+    ("resume", "history chunk missing", lambda: mcem.resume(tampered_checkpoint("chunk"), genetic_linkage()), ValueError, r"its history chunk 'real\.mcem\.history/[0-9a-f]{16}-000000\.npz' is missing"),
+    ("resume", "another model's data", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(counts=(125, 18, 20, 35))), ValueError, r"model does not match the checkpoint '.*real\.mcem': the data differ \(data\['counts'\]\)"),
+    ("resume", "max_iter not positive", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), max_iter=0), ValueError, r"max_iter must be an int >= 1, got 0"),
+    ("resume", "max_iter given as a string", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), max_iter="5"), ValueError, r"max_iter must be an int >= 1, got '5'"),
+    ("resume", "callback not callable", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), callback=3), TypeError, r"callback must be callable or None, got int"),
+    ("fit", "gamma outside (0, 1)", lambda: mcem.fit(GM, method="mcem", gamma=1.5), ValueError, r"gamma must lie strictly between 0 and 1, got 1.5"),
+    ("fit", "m_max below m_init", lambda: mcem.fit(GM, method="mcem", m_init=10, m_max=5), ValueError, r"m_max must be at least m_init=10 \(the sample size can only grow\), got m_max=5"),
+    ("fit", "a flag given as a string", lambda: mcem.fit(GM, method="mcem", track_loglik="no"), TypeError, r"track_loglik must be True or False, got str 'no'"),
+    ("fit", "SAEM average given as a string", lambda: mcem.fit(GM, method="saem", average="yes"), TypeError, r"average must be True or False, got str 'yes'"),
+    ("fit", "negative memory_tol", lambda: mcem.fit(GM, method="saem", memory_tol=-1), ValueError, r"memory_tol must be a finite non-negative number, got -1"),
+    ("fit", "optimizer_options not a dict", lambda: mcem.fit(GM, method="mcem", optimizer_options="x"), TypeError, r"optimizer_options must be a dict of options or None, got str 'x'"),
+    ("fit", "an empty schedule list", lambda: mcem.fit(GM, method="mcem", schedule=[]), ValueError, r"schedule: a list of sample sizes must have at least one entry"),
+    ("fit", "checkpoint not a path", lambda: mcem.fit(GM, method="mcem", checkpoint=3), TypeError, r"checkpoint must be a file path \(str or os.PathLike\) or None, got int 3"),
+    ("fit", "checkpoint the empty string", lambda: mcem.fit(GM, method="mcem", checkpoint=""), ValueError, r"checkpoint must be a file path, got the empty string ''"),
+    ("fit", "checkpoint a directory", lambda: mcem.fit(GM, method="mcem", checkpoint=_a_directory()), ValueError, r"checkpoint must be a file path, got '.*', which is a directory"),
+    ("compare", "a method named twice", lambda: mcem.compare(GM, ("em", "em")), ValueError, r"methods must name each method once, got \['em'\] more than once"),
+    ("compare", "methods a string", lambda: mcem.compare(GM, "em"), TypeError, r"methods must be a list or tuple of method names, got str 'em'"),
+    ("compare", "options not a dict", lambda: mcem.compare(GM, options=3), TypeError, r"options must be a dict of options or None, got int 3"),
+    ("compare", "a method's options not a dict", lambda: mcem.compare(GM, options={"em": 3}), TypeError, r"options\['em'\] must be a dict of options, got int 3"),
+    ("GaussianMixture", "fit_options not a dict", lambda: mcem.models.GaussianMixture(2, fit_options="x").fit(X), TypeError, r"fit_options must be a dict of options or None, got str 'x'"),
+    ("GaussianMixture", "data out of range", lambda: mcem.models.GaussianMixture(2).fit(X * 1e300), ValueError, r"X is out of range: its largest magnitude .* makes the sums of squares overflow"),
     ("fit", "unknown sampler", lambda: mcem.fit(GM, method="mcem", sampler="nuts"), ValueError, r"sampler"),
     ("fit", "unknown schedule", lambda: mcem.fit(GM, method="mcem", schedule="fast"), ValueError, r"schedule must be 'ascent'"),
     ("fit", "unknown mstep", lambda: mcem.fit(GM, method="mcem", mstep="newton"), ValueError, r"mstep must be one of"),
@@ -130,13 +198,13 @@ def test_a_sampler_that_never_accepts_warns_and_flags_the_history():
     assert np.all(np.isfinite(res.params["mu"]))
 
 
-def test_an_mstep_that_fails_keeps_the_last_good_theta_and_warns():
+def test_an_mstep_that_leaves_the_space_stops_the_fit_with_the_last_good_theta_and_warns():
     m = linkage_model()
     broken = mcem.Model(m.log_joint_fn, params=m.params, latents=m.latents, init={"t": 0.3},
                         sufficient_stats=m.sufficient_stats_fn, mstep=lambda s, d: {"t": 1.5})
-    with pytest.warns(mcem.ConvergenceWarning, match="M step of iteration 1 did not succeed"):
+    with pytest.warns(mcem.ConvergenceWarning, match="stopped at iteration 1: the M step's result"):
         res = mcem.fit(broken, method="mcem", max_iter=2, tol=1e-12, rng=0, schedule="fixed", m_init=20)
-    assert not res.history["mstep_success"][1]
+    assert res.stopped_by == "invalid_update" and not res.converged
     assert res.params["t"] == pytest.approx(0.3)
 
 

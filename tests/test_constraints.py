@@ -105,3 +105,68 @@ def test_bad_constraint_arguments():
         C.real(shape="a")
     with pytest.raises(TypeError, match="does not take a shape"):
         C.simplex(3)(shape=2)
+
+
+# ----------------------------------------------------------------------------- edges
+@pytest.mark.parametrize("c", CASES, ids=repr)
+def test_defaults_and_random_interior_points_are_not_at_the_edge(c):
+    assert c.edge(c.default()) == []
+    u = np.random.default_rng(3).normal(size=(50,) + c.unconstrained_shape)
+    for x in c.forward(u):
+        assert c.edge(x) == [], x
+        assert not np.any(c.at_edge(x))
+
+
+def test_positive_edge_is_relative_along_the_first_axis_or_absolute():
+    # a collapsed component: its variances ~1e-14 of the other components' in the same feature
+    cov = np.array([[4e-14, 6e-14], [0.94, 0.89], [1.2, 0.7]])
+    edge = C.positive(shape=(3, 2)).edge(cov)
+    assert [i for i, _ in edge] == [(0, 0), (0, 1)]
+    assert edge[0][1] == "4e-14, 3.3e-14 times the largest value at the same position along the first axis (1.2)"
+    np.testing.assert_array_equal(C.positive(shape=(3, 2)).at_edge(cov), [[True, True], [False] * 2, [False] * 2])
+    # features on very different scales are compared within their own column: no false alarm
+    unscaled = np.array([[4e8, 2e-3], [3e8, 3e-3]])
+    assert C.positive(shape=(2, 2)).edge(unscaled) == []
+    # 1e-8 relative is the threshold; a lone scale has only the absolute floor 1e-12
+    assert C.positive(shape=2).edge(np.array([1.0, 2e-8])) == []
+    assert [i for i, _ in C.positive(shape=2).edge(np.array([1.0, 0.5e-8]))] == [(1,)]
+    assert C.positive.edge(np.array(1e-11)) == []
+    assert C.positive.edge(np.array(1e-13)) == [((), "1e-13, below the absolute floor 1e-12")]
+    assert C.positive.edge(np.array(-1.0)) == [((), "-1 (not positive)")]
+
+
+def test_interval_simplex_and_real_edges():
+    iv = C.interval(-1.0, 2.5, shape=4)
+    x = np.array([0.0, 2.5 - 1e-10, -1.0 + 1e-9, -1.0])
+    assert [i for i, _ in iv.edge(x)] == [(1,), (3,)]
+    assert "from the upper end 2.5 (width 3.5)" in iv.edge(x)[0][1]
+    np.testing.assert_array_equal(iv.at_edge(x), [False, True, False, True])
+    sx = C.simplex(3, batch=2)
+    w = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    assert sx.edge(w) == [((0, 2), "weight 0 (at 0)")]
+    assert sx.edge(np.array([[0.5, 0.5 - 1e-9, 1e-9], [0.2, 0.3, 0.5]])) == []
+    assert C.real(shape=3).edge(np.array([1e300, -1e300, 0.0])) == []  # the real line has no edge
+    assert C.real(shape=3).edge(np.array([1.0, np.inf, np.nan])) == [((1,), "not finite (inf)"), ((2,), "not finite (nan)")]
+
+
+def test_positive_definite_edges():
+    pd = C.positive_definite(2, batch=3)
+    good = np.stack([np.eye(2), [[2.0, 0.5], [0.5, 1.0]], 0.3 * np.eye(2)])
+    assert pd.edge(good) == []
+    # a matrix collapsed onto a point: condition number 1, but 1e-14 of the others' variance
+    collapsed = good.copy()
+    collapsed[1] = 1e-14 * np.array([[2.0, 0.5], [0.5, 1.0]])
+    ((i, why),) = pd.edge(collapsed)
+    assert i == (1,) and "smallest eigenvalue" in why and "the batch has variance up to" in why
+    # singular in one direction: condition number 1e13
+    flat = good.copy()
+    flat[2] = np.diag([1.0, 1e-13])
+    assert pd.edge(flat) == [((2,), "smallest eigenvalue 1e-13 (condition number 1e+13); the batch has variance up to 1 along that direction")]
+    np.testing.assert_array_equal(pd.at_edge(flat), [False, False, True])
+    # features on different scales (condition number 1e11) are not an edge
+    assert C.positive_definite(2).edge(np.diag([4e8, 4e-3])) == []
+    assert C.positive_definite(2).edge(np.diag([1e-13, 2e-13])) != []  # a lone matrix: absolute floor
+    assert "not positive definite" in C.positive_definite(2).edge(np.array([[1.0, 2.0], [2.0, 1.0]]))[0][1]
+    nan = good.copy()
+    nan[0, 0, 1] = np.nan
+    assert pd.edge(nan) == [((0,), "not finite (nan)")]

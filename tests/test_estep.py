@@ -393,6 +393,7 @@ def test_emcee_gaussian_latent_mean_and_covariance():
     assert 0.2 < res.diagnostics["acceptance"]["x"]["mean"] < 0.9
 
 
+@pytest.mark.filterwarnings("ignore::mcem.exceptions.MonteCarloWarning")  # 200 draws: R-hat noisy
 def test_emcee_log_prob_recomputed_after_theta_changes():
     """A stale cached log_prob from theta_1 would freeze the walkers at theta_1's mode."""
     model, _ = gaussian_latent_model()
@@ -527,10 +528,14 @@ def test_diagnostics_keys_and_values():
 def test_warning_when_acceptance_collapses():
     model, theta, _, _ = normal_normal_model()
     es = EStep(model, {"u": RWM(scale=1e4, adapt=False)}, n_chains=4, burn=5)
-    with pytest.warns(MonteCarloWarning, match="acceptance"):
+    with pytest.warns(MonteCarloWarning, match="acceptance") as rec:
         res = es.run(theta, es.init(theta, 0), 50, 1)
     assert res.diagnostics["low_acceptance"]
     assert res.diagnostics["acceptance"]["u"]["mean"] < 0.05
+    # keyed, so that a fit can gather the E steps' warnings: the lowest mean rate, lower is worse
+    (w,) = [r.message for r in rec if r.message.key == "low_acceptance"]
+    assert w.worse == "low"
+    assert w.value == pytest.approx(res.diagnostics["acceptance"]["u"]["mean"], abs=1e-4)
     quiet = EStep(model, {"u": RWM(scale=1e4, adapt=False)}, n_chains=4, burn=5, warn=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MonteCarloWarning)
@@ -547,9 +552,12 @@ def test_warning_when_rhat_is_large():
     st = st._replace(kernel_state=st.kernel_state._replace(
         sites={"u": st.kernel_state.sites["u"]._replace(
             w=st.kernel_state.sites["u"].w + np.arange(4)[:, None] * 5.0)}))
-    with pytest.warns(MonteCarloWarning, match="R-hat"):
+    with pytest.warns(MonteCarloWarning, match="R-hat") as rec:
         res = es.run(theta, st, 40, 1)
     assert res.diagnostics["high_rhat"]
+    (w,) = [r.message for r in rec if r.message.key == "high_rhat"]
+    assert w.worse == "high" and w.value == res.diagnostics["rhat_loglik"] > 1.05
+    assert "the chains disagree" in str(w) and res.diagnostics["diagnostics_basis"] == "chains"
 
 
 def test_sampler_specifications_and_errors():

@@ -57,11 +57,16 @@ class Emcee(Kernel):
     support : Constraint, optional
         Elementwise support (taken from the latent declaration when bound).
 
-    Needs at least ``2 * ndim`` chains (walkers).
+    Needs at least ``2 * ndim`` chains (walkers). The walkers are coupled (a stretch move of
+    one walker uses the positions of the others), so they are not independent chains: the
+    E step's ESS and R-hat use the series of walker means (``ensemble = True``).
     """
 
     metropolis = True
     single_site_only = True
+    #: The chains are coupled walkers of one ensemble, not independent chains: the E step
+    #: computes ESS and R-hat on the walker means (:func:`mcem.diagnostics.ensemble_ess`).
+    ensemble = True
     name = "emcee"
 
     def __init__(self, moves=None, *, init_spread=0.1, support=None):

@@ -1,0 +1,136 @@
+"""One warning per problem per fit.
+
+A Monte Carlo fit can meet the same problem at every iteration (a large R-hat, a collapsed
+acceptance rate). :class:`WarningLog` gathers the warnings raised while a fit runs and, when the
+fit ends, issues one warning per problem: the problem is the warning's ``key`` (see
+:mod:`mcem.exceptions`) or, for a warning without a key, its category and text. A problem met
+once is re-issued as it was; one met several times is issued once with the count, the
+iterations affected and the worst value. Every occurrence is kept in :attr:`WarningLog.records`
+(the fit's ``warnings_record``), and the keys met during an iteration go into that iteration's
+history row (column ``warnings``).
+
+Filters apply as usual: a warning that the caller's filters turn into an error still raises at
+once, and an ignored one is not recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import warnings
+
+__all__ = ["WarningLog", "active_log"]
+
+_ACTIVE: contextvars.ContextVar[WarningLog | None] = contextvars.ContextVar("mcem_warning_log", default=None)
+
+
+def active_log() -> WarningLog | None:
+    """The log of the fit running in this context, if any."""
+    return _ACTIVE.get()
+
+
+class WarningLog:
+    """Context manager gathering the warnings of one fit (see the module docstring)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self.iteration = 0
+        self._pending: list[str] = []
+        self._messages: list[warnings.WarningMessage] = []
+
+    def __enter__(self):
+        self._catcher = warnings.catch_warnings(record=True)
+        self._messages = self._catcher.__enter__()
+        from .exceptions import _KeyedWarning
+
+        # every occurrence counts (the default action would show an identical text once);
+        # appended, so that the caller's own filters for these warnings still come first
+        warnings.simplefilter("always", _KeyedWarning, append=True)
+        self._token = _ACTIVE.set(self)
+        return self
+
+    def set_iteration(self, it: int) -> list[str]:
+        """Attribute what was raised so far to iteration ``it``; return the problems it met."""
+        self._drain(it)
+        self.iteration = it
+        met, self._pending = self._pending, []
+        return list(dict.fromkeys(met))
+
+    def _drain(self, it):
+        for w in self._messages:
+            msg = w.message
+            key = getattr(msg, "key", None)
+            value = getattr(msg, "value", None)
+            problem = key if key is not None else f"{w.category.__name__}: {msg}"
+            self.records.append({
+                "iteration": it, "category": w.category.__name__, "key": problem,
+                "value": value, "worse": getattr(msg, "worse", None), "message": str(msg),
+                "_w": w,
+            })
+            if key is not None:
+                self._pending.append(key)
+        self._messages.clear()
+
+    def __exit__(self, *exc):
+        self._drain(self.iteration + 1)
+        _ACTIVE.reset(self._token)
+        self._catcher.__exit__(*exc)
+        self._reissue()
+        for r in self.records:
+            r.pop("_w", None)
+        return False
+
+    def _reissue(self):
+        groups: dict[tuple, list[dict]] = {}
+        for r in self.records:
+            groups.setdefault((r["category"], r["key"]), []).append(r)
+        for rows in groups.values():
+            first = rows[0]["_w"]
+            if len(rows) == 1:
+                text = first.message
+            else:
+                text = _summary(rows)
+                text = first.category(text, key=rows[0]["key"], value=_worst(rows),
+                                      worse=rows[0]["worse"]) if _keyed(first.category) else first.category(text)
+            warnings.warn_explicit(text, first.category, first.filename, first.lineno,
+                                   module=_module_of(first.filename))
+
+
+def _keyed(category) -> bool:
+    from .exceptions import _KeyedWarning
+
+    return issubclass(category, _KeyedWarning)
+
+
+def _worst(rows):
+    worse = rows[0]["worse"]
+    vals = [r["value"] for r in rows if isinstance(r["value"], int | float) and r["value"] == r["value"]]
+    if not vals or worse not in ("high", "low"):
+        return None
+    return max(vals) if worse == "high" else min(vals)
+
+
+def _iters(its) -> str:
+    its = sorted(set(its))
+    if len(its) <= 10:
+        return ", ".join(map(str, its))
+    return f"{', '.join(map(str, its[:3]))}, ..., {', '.join(map(str, its[-2:]))}"
+
+
+def _summary(rows) -> str:
+    worst = _worst(rows)
+    its = [r["iteration"] for r in rows]
+    where = f"in {len(set(its))} iteration(s) ({_iters(its)})"
+    text = f"{rows[0]['message']} [met {len(rows)} times {where}"
+    if worst is not None:
+        text += f"; worst value {worst:.4g}"
+    return text + "; every occurrence is in the result's warnings_record]"
+
+
+def _module_of(filename: str) -> str:
+    name = filename.replace("\\", "/")
+    if name.endswith(".py"):
+        name = name[:-3]
+    parts = name.split("/")
+    if "mcem" in parts:
+        parts = parts[len(parts) - 1 - parts[::-1].index("mcem"):]
+    return ".".join(parts)
