@@ -11,7 +11,7 @@ from .fit import fit
 from .io import load_result, save_result
 from .model import Continuous, Discrete, Model
 from .result import FitResult, History
-from .ppl import model  # after .model: the name mcem.model is the decorator
+from .lang import model  # after .model: the name mcem.model is the decorator
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,362 @@
+"""Continuous elementwise distributions: Normal, HalfNormal, LogNormal, StudentT, Uniform,
+Gamma, Exponential, InverseGamma and Beta."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import betaln, gammaln, xlog1py, xlogy
+
+from .. import constraints
+from .base import _HALF_LOG_2PI, _NEG_INF, FINITE, POSITIVE, Distribution, _mask_out
+
+__all__ = [
+    "Normal",
+    "HalfNormal",
+    "LogNormal",
+    "StudentT",
+    "Uniform",
+    "Gamma",
+    "Exponential",
+    "InverseGamma",
+    "Beta",
+]
+
+
+class _NonnegativeSupport:
+    """Support [0, inf): the density is finite at 0 (HalfNormal, Exponential)."""
+
+    support_text = "non-negative values"
+
+    def support_mask(self, value):
+        x = np.asarray(value, dtype=float)
+        return np.isfinite(x) & (x >= 0)
+
+
+class _LocScale(Distribution):
+    """Parameters of a normal variable (Normal, and LogNormal on the log scale): loc, scale."""
+
+    param_checks = {"loc": FINITE, "scale": POSITIVE}
+
+    def __init__(self, loc=0.0, scale=1.0, *, validate_args=None):
+        super().__init__(validate_args, loc=loc, scale=scale)
+        self._inv_scale = 1.0 / self.scale
+        self._log_norm = -np.log(self.scale) - _HALF_LOG_2PI
+
+
+class Normal(_LocScale):
+    """Normal(loc, scale): scale is the standard deviation."""
+
+    support = constraints.real
+
+    def log_prob(self, value):
+        z = (self._value(value) - self.loc) * self._inv_scale
+        out = z * z
+        out *= -0.5
+        return out + self._log_norm
+
+    def sample(self, rng, sample_shape=()):
+        return self.loc + self.scale * rng.standard_normal(self._shape(sample_shape))
+
+    @property
+    def mean(self):
+        return self._full(self.loc)
+
+    @property
+    def variance(self):
+        return self._full(self.scale**2)
+
+
+class HalfNormal(_NonnegativeSupport, Distribution):
+    """abs(X) for X ~ Normal(0, scale); density is finite at 0, -inf for x < 0."""
+
+    support = constraints.positive
+    param_checks = {"scale": POSITIVE}
+
+    def __init__(self, scale=1.0, *, validate_args=None):
+        super().__init__(validate_args, scale=scale)
+        self._inv_scale = 1.0 / self.scale
+        self._log_norm = 0.5 * math.log(2.0 / math.pi) - np.log(self.scale)
+
+    def log_prob(self, value):
+        x = self._value(value)
+        z = x * self._inv_scale
+        out = z * z
+        out *= -0.5
+        out = out + self._log_norm
+        return _mask_out(out, x >= 0)
+
+    def sample(self, rng, sample_shape=()):
+        return np.abs(self.scale * rng.standard_normal(self._shape(sample_shape)))
+
+    @property
+    def mean(self):
+        return self._full(self.scale * math.sqrt(2.0 / math.pi))
+
+    @property
+    def variance(self):
+        return self._full(self.scale**2 * (1.0 - 2.0 / math.pi))
+
+
+class LogNormal(_LocScale):
+    """exp(X) for X ~ Normal(loc, scale)."""
+
+    support = constraints.positive
+
+    def log_prob(self, value):
+        x = self._value(value)
+        ok = x > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logx = np.log(x)
+            z = (logx - self.loc) * self._inv_scale
+            out = z * z
+            out *= -0.5
+            out -= logx
+            out = out + self._log_norm
+        return _mask_out(out, ok)
+
+    def sample(self, rng, sample_shape=()):
+        return np.exp(self.loc + self.scale * rng.standard_normal(self._shape(sample_shape)))
+
+    @property
+    def mean(self):
+        return self._full(np.exp(self.loc + 0.5 * self.scale**2))
+
+    @property
+    def variance(self):
+        s2 = self.scale**2
+        return self._full(np.expm1(s2) * np.exp(2.0 * self.loc + s2))
+
+
+class StudentT(Distribution):
+    """Student's t with ``df`` degrees of freedom, location ``loc`` and scale ``scale``."""
+
+    support = constraints.real
+    param_checks = {"df": POSITIVE, "loc": FINITE, "scale": POSITIVE}
+
+    def __init__(self, df, loc=0.0, scale=1.0, *, validate_args=None):
+        super().__init__(validate_args, df=df, loc=loc, scale=scale)
+        self._inv_scale = 1.0 / self.scale
+        self._inv_df = 1.0 / self.df
+        self._half_dfp1 = 0.5 * (self.df + 1.0)
+        self._log_norm = (
+            gammaln(self._half_dfp1)
+            - gammaln(0.5 * self.df)
+            - 0.5 * np.log(np.pi * self.df)
+            - np.log(self.scale)
+        )
+
+    def log_prob(self, value):
+        z = (self._value(value) - self.loc) * self._inv_scale
+        z *= z
+        out = np.log1p(z * self._inv_df)
+        out *= -self._half_dfp1
+        return out + self._log_norm
+
+    def sample(self, rng, sample_shape=()):
+        shape = self._shape(sample_shape)
+        return self.loc + self.scale * rng.standard_t(np.broadcast_to(self.df, shape), shape)
+
+    @property
+    def mean(self):
+        """loc where df > 1, else NaN (undefined)."""
+        return self._full(np.where(self.df > 1, self.loc, np.nan))
+
+    @property
+    def variance(self):
+        """scale^2 df / (df - 2) for df > 2, inf for 1 < df <= 2, NaN for df <= 1."""
+        df = self.df
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(
+                df > 2,
+                self.scale**2 * df / (df - 2.0),
+                np.where(df > 1, np.inf, np.nan),
+            )
+        return self._full(v)
+
+
+class Uniform(Distribution):
+    """Uniform on [low, high]."""
+
+    param_checks = {"low": FINITE, "high": FINITE}
+
+    def __init__(self, low=0.0, high=1.0, *, validate_args=None):
+        super().__init__(validate_args, low=low, high=high)
+        if self.validate_args:
+            high = np.broadcast_to(self.high, self.batch_shape)
+            self._require("high", high, high > self.low, "greater than low")
+        if self.low.ndim == 0 and self.high.ndim == 0 and self.low < self.high:
+            self.support = constraints.interval(float(self.low), float(self.high))
+        self._log_norm = -np.log(self.high - self.low)
+
+    def log_prob(self, value):
+        x = self._value(value)
+        out = np.broadcast_to(self._log_norm, np.broadcast_shapes(x.shape, self.batch_shape))
+        return np.where((x >= self.low) & (x <= self.high), out, _NEG_INF)
+
+    def sample(self, rng, sample_shape=()):
+        return self.low + (self.high - self.low) * rng.random(self._shape(sample_shape))
+
+    _support_for_any_params = constraints.real
+
+    def support_mask(self, value):
+        x = np.asarray(value, dtype=float)
+        return (x >= self.low) & (x <= self.high)
+
+    @property
+    def support_text(self):
+        if self.low.ndim == 0 and self.high.ndim == 0:
+            return f"values in [{self.low.item()!r}, {self.high.item()!r}]"
+        return "values in [low, high]"
+
+    def _support_note(self, index):
+        if self.low.ndim == 0 and self.high.ndim == 0:
+            return ""
+        lo = np.broadcast_to(self.low, self.batch_shape)
+        hi = np.broadcast_to(self.high, self.batch_shape)
+        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
+        return f" (low {lo[k].item()!r}, high {hi[k].item()!r} there)"
+
+    @property
+    def mean(self):
+        return self._full(0.5 * (self.low + self.high))
+
+    @property
+    def variance(self):
+        return self._full((self.high - self.low) ** 2 / 12.0)
+
+
+class _ConcentrationRate(Distribution):
+    """Parameters of Gamma and InverseGamma: concentration a and rate b, both positive."""
+
+    support = constraints.positive
+    param_checks = {"concentration": POSITIVE, "rate": POSITIVE}
+
+    def __init__(self, concentration, rate=1.0, *, validate_args=None):
+        super().__init__(validate_args, concentration=concentration, rate=rate)
+        # log(b^a / Gamma(a)), the normalising constant of both densities
+        self._log_norm = self.concentration * np.log(self.rate) - gammaln(self.concentration)
+
+
+class Gamma(_ConcentrationRate):
+    """Gamma(concentration a, rate b): density b^a x^(a-1) exp(-b x) / Gamma(a), x > 0."""
+
+    def log_prob(self, value):
+        x = self._value(value)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = xlogy(self.concentration - 1.0, x) - self.rate * x
+        out += self._log_norm
+        return _mask_out(out, x > 0)
+
+    def sample(self, rng, sample_shape=()):
+        shape = self._shape(sample_shape)
+        return rng.standard_gamma(np.broadcast_to(self.concentration, shape), shape) / self.rate
+
+    @property
+    def mean(self):
+        return self._full(self.concentration / self.rate)
+
+    @property
+    def variance(self):
+        return self._full(self.concentration / self.rate**2)
+
+
+class Exponential(_NonnegativeSupport, Distribution):
+    """Exponential(rate): density rate exp(-rate x) for x >= 0."""
+
+    support = constraints.positive
+    param_checks = {"rate": POSITIVE}
+
+    def __init__(self, rate=1.0, *, validate_args=None):
+        super().__init__(validate_args, rate=rate)
+        self._log_rate = np.log(self.rate)
+
+    def log_prob(self, value):
+        x = self._value(value)
+        out = self.rate * x
+        out = self._log_rate - out
+        return _mask_out(out, x >= 0)
+
+    def sample(self, rng, sample_shape=()):
+        return rng.standard_exponential(self._shape(sample_shape)) / self.rate
+
+    @property
+    def mean(self):
+        return self._full(1.0 / self.rate)
+
+    @property
+    def variance(self):
+        return self._full(1.0 / self.rate**2)
+
+
+class InverseGamma(_ConcentrationRate):
+    """1/X for X ~ Gamma(concentration, rate): density b^a x^(-a-1) exp(-b/x) / Gamma(a)."""
+
+    def log_prob(self, value):
+        x = self._value(value)
+        ok = x > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = -(self.concentration + 1.0) * np.log(x) - self.rate / x
+        out += self._log_norm
+        return _mask_out(out, ok)
+
+    def sample(self, rng, sample_shape=()):
+        shape = self._shape(sample_shape)
+        return self.rate / rng.standard_gamma(np.broadcast_to(self.concentration, shape), shape)
+
+    @property
+    def mean(self):
+        """rate / (concentration - 1) for concentration > 1, else inf."""
+        a = self.concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._full(np.where(a > 1, self.rate / (a - 1.0), np.inf))
+
+    @property
+    def variance(self):
+        """rate^2 / ((a - 1)^2 (a - 2)) for a > 2, else inf."""
+        a = self.concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(a > 2, self.rate**2 / ((a - 1.0) ** 2 * (a - 2.0)), np.inf)
+        return self._full(v)
+
+
+class Beta(Distribution):
+    """Beta(concentration1 a, concentration0 b) on the open interval (0, 1)."""
+
+    support = constraints.unit_interval
+    param_checks = {"concentration1": POSITIVE, "concentration0": POSITIVE}
+
+    def __init__(self, concentration1, concentration0, *, validate_args=None):
+        super().__init__(
+            validate_args, concentration1=concentration1, concentration0=concentration0
+        )
+        self._am1 = self.concentration1 - 1.0
+        self._bm1 = self.concentration0 - 1.0
+        self._log_norm = -betaln(self.concentration1, self.concentration0)
+
+    def log_prob(self, value):
+        x = self._value(value)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = xlogy(self._am1, x) + xlog1py(self._bm1, -x)
+        out += self._log_norm
+        return _mask_out(out, (x > 0) & (x < 1))
+
+    def sample(self, rng, sample_shape=()):
+        shape = self._shape(sample_shape)
+        return rng.beta(
+            np.broadcast_to(self.concentration1, shape),
+            np.broadcast_to(self.concentration0, shape),
+            shape,
+        )
+
+    @property
+    def mean(self):
+        a, b = self.concentration1, self.concentration0
+        return self._full(a / (a + b))
+
+    @property
+    def variance(self):
+        a, b = self.concentration1, self.concentration0
+        s = a + b
+        return self._full(a * b / (s * s * (s + 1.0)))

@@ -1,0 +1,205 @@
+"""Compiling a model function with its data into an :class:`mcem.Model`: the :func:`model`
+decorator, :class:`ModelBuilder` and the log-joint functions built from a trace."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+
+import numpy as np
+
+from .._validation import check_data, with_context
+from ..model import Model
+from .subset import row_subset
+from .trace import Handle, count_observations
+from .units import check_units, scatter, unit_maps
+
+__all__ = ["model", "ModelBuilder", "compile_model"]
+
+
+class ModelBuilder:
+    """Compiles a model function with its data into an :class:`mcem.Model`.
+
+    Returned by :func:`model`; call it with the data (positional or keyword) to get the Model.
+    """
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"model: expected a function, got {type(fn).__name__}")
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        sig = inspect.signature(self.fn)
+        try:
+            bound = sig.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.fn.__name__}: {exc}") from None
+        bound.apply_defaults()
+        data = dict(list(bound.arguments.items())[1:])
+        data = check_data(data, "data")
+        return compile_model(self.fn, data)
+
+    def __repr__(self):
+        return f"<mcem model {self.fn.__name__}>"
+
+
+def model(fn):
+    """Decorator: turn a model function ``fn(m, *data)`` into a :class:`ModelBuilder`."""
+    return ModelBuilder(fn)
+
+
+def _reduce_to(lp, batch_ndim, keep_axis):
+    """Sum ``lp`` over everything after the batch axes, keeping one axis (relative) if asked."""
+    nd = lp.ndim
+    if keep_axis is None:
+        return lp.sum(axis=tuple(range(batch_ndim, nd))) if nd > batch_ndim else lp
+    trail = tuple(range(batch_ndim + keep_axis + 1, nd))
+    return lp.sum(axis=trail) if trail else lp
+
+
+def _trace(fn, data):
+    """Run ``fn`` on its data with a tracing handle; errors of the model function name it."""
+    name = fn.__name__
+    trace = Handle("trace")
+    try:
+        fn(trace, **data)
+    except (TypeError, ValueError) as exc:
+        if str(exc).startswith(("param ", "latent ", "observe ")):
+            raise  # our own declaration errors already say what is wrong
+        raise with_context(exc, f"model {name!r} raised {type(exc).__name__} when run on its data") from exc
+    except (IndexError, KeyError, ArithmeticError) as exc:
+        raise with_context(exc, f"model {name!r} raised {type(exc).__name__} when run on its data") from exc
+    return trace
+
+
+def compile_model(fn, data, trusted_units=None):
+    """The Model of ``fn`` on ``data``. ``trusted_units``: the unit latents known to factorise
+    (a block of a model already checked), to skip the independence check."""
+    name = fn.__name__
+    trace = _trace(fn, data)
+    params = {s.name: s.constraint for s in trace.sites.values() if s.kind == "param"}
+    init = {s.name: s.init for s in trace.sites.values() if s.kind == "param"}
+    lat_sites = {s.name: s for s in trace.sites.values() if s.kind == "latent"}
+    latents = {n: s.init for n, s in lat_sites.items()}
+    if not params:
+        raise ValueError(f"model {name!r} declares no parameter (m.param)")
+    if not latents:
+        raise ValueError(f"model {name!r} declares no latent variable (m.latent)")
+    unit_latents = [n for n, s in lat_sites.items() if s.unit]
+    shapes = {n: s.shape for n, s in lat_sites.items()}
+
+    # Sparse maps from observation elements to the units of each unit latent.
+    maps = unit_maps(trace.sites.values(), unit_latents, shapes)
+
+    first_latent = next(iter(lat_sites))
+
+    def evaluate(theta, z, data):
+        """Run the model; return {site: log terms of shape batch + kept axes}, batch shape.
+
+        Latents keep their unit axis when declared with ``unit=True``; observations keep their
+        first axis (the one ``unit_index`` refers to) when they have a unit map.
+        """
+        h = Handle("eval", theta, z)
+        fn(h, **data)
+        zf = np.asarray(z[first_latent])
+        bnd = zf.ndim - len(shapes[first_latent])
+        batch = zf.shape[:bnd]
+        terms = {}
+        for s in h.sites.values():
+            if s.kind == "param":
+                continue
+            lp = np.asarray(s.dist.log_prob(s.value), dtype=float)
+            vshape = np.shape(s.value)
+            n_event = len(getattr(s.dist, "event_shape", ()))
+            own = vshape[len(vshape) - len(shapes[s.name]) :] if s.kind == "latent" else vshape
+            own = own[: len(own) - n_event] if n_event else own
+            lp = np.broadcast_to(lp, batch + tuple(own))
+            keep = 0 if (s.unit if s.kind == "latent" else s.name in maps) else None
+            terms[s.name] = (s, _reduce_to(lp, bnd, keep if own else None))
+        return terms, batch
+
+    def total(theta, z, data):
+        terms, batch = evaluate(theta, z, data)
+        acc = np.zeros(batch)
+        for _, lp in terms.values():
+            acc = acc + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return acc
+
+    def split(terms, batch, site_name):
+        """(per-unit terms of ``site_name``, the sum of every other term)."""
+        unit = np.zeros(batch + (shapes[site_name][0],))
+        rest = np.zeros(batch)
+        for s, lp in terms.values():
+            if s.kind == "latent" and s.name == site_name:
+                unit = unit + lp
+            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+                unit = unit + scatter(lp, maps[s.name][site_name])
+            else:
+                rest = rest + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return unit, rest
+
+    def unit_terms(site_name):
+        def cond(theta, z, data):
+            return split(*evaluate(theta, z, data), site_name)[0]
+
+        return cond
+
+    def pieces(theta, z, site_name):
+        """{site: its per-unit terms of ``site_name``'s units} and the total, shape batch."""
+        terms, batch = evaluate(theta, z, data)
+        out = {}
+        tot = np.zeros(batch)
+        for s, lp in terms.values():
+            if s.kind == "latent" and s.name == site_name:
+                out[s.name] = lp if lp.ndim > len(batch) else np.repeat(lp[..., None], shapes[s.name][0], -1)
+            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+                out[s.name] = scatter(lp, maps[s.name][site_name])
+            tot = tot + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
+        return out, tot
+
+    # A latent's unit terms are only usable when the units are conditionally independent: nothing
+    # left out of them depends on the latent (an observation involving it without a unit_index
+    # would break that; then the model silently uses the total), and the terms of one unit do not
+    # change with the other units (an observation filed under one unit that involves two would
+    # break that; then a warning says which).
+    if trusted_units is None:
+        conditionals = {}
+        for n in unit_latents:
+            ok, problem = check_units(pieces, init, params, lat_sites, n)
+            if ok:
+                conditionals[n] = unit_terms(n)
+            elif problem:
+                warnings.warn(problem, UserWarning, stacklevel=3)
+    else:
+        conditionals = {n: unit_terms(n) for n in unit_latents if n in trusted_units}
+    log_joint = total
+    if len(unit_latents) == 1:
+        site = unit_latents[0]
+        n_units = shapes[site][0]
+
+        def per_unit(theta, z, data):
+            # The unit terms plus every other term spread evenly over the units: the rest is
+            # free of the unit latent (checked below), so it cancels in per-unit acceptance ratios.
+            unit, rest = split(*evaluate(theta, z, data), site)
+            return unit + rest[..., None] / n_units
+
+        if site in conditionals:
+            log_joint = per_unit
+
+    log_joint.__name__ = name
+    factorised = bool(unit_latents) and set(unit_latents) <= set(conditionals)
+    block = functools.partial(compile_model, trusted_units=frozenset(unit_latents))
+    return Model(
+        log_joint,
+        params=params,
+        latents=latents,
+        data=data,
+        init=init,
+        conditionals=conditionals,
+        log_joint_total=total,
+        n_obs=count_observations(trace) or None,
+        subset=row_subset(fn, data, trace, unit_latents, shapes, block) if factorised else None,
+        name=name,
+    )
