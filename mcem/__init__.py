@@ -2,7 +2,7 @@
 
 from . import constraints, datasets, diagnostics, io, kernels, models, plots
 from . import distributions as dist
-from .checkpoint import resume
+from .algorithms import resume
 from .compare import Comparison, compare
 from .distributed import ShardedEStep
 from .estep import EStep

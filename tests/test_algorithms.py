@@ -397,7 +397,7 @@ def test_cross_fitted_optimism_is_the_bias_of_delta_q_against_fresh_draws():
     maximised exceeds delta-Q on fresh draws by tr(H^-1 Sigma) = p * (1/2) / m = 0.05 on
     average (Q is quadratic here, so the first-order theory is exact), and the cross-fitted
     estimate recovers that whole bias (not half of it)."""
-    from mcem.algorithms import _optimism
+    from mcem.algorithms.mcem import optimism as _optimism
 
     p, m, R = 20, 200, 400
     x = np.linspace(-1.0, 1.0, p)
@@ -425,7 +425,7 @@ def test_cross_fitted_optimism_is_the_bias_of_delta_q_against_fresh_draws():
 def test_cross_fitted_optimism_on_the_linkage_model_with_a_discrete_latent():
     """The same identity on the one-parameter linkage model (exact binomial posterior draws),
     at the MLE, where the step itself is pure Monte Carlo noise."""
-    from mcem.algorithms import _optimism
+    from mcem.algorithms.mcem import optimism as _optimism
 
     model = linkage_model()
     t = THETA_HAT

@@ -588,7 +588,7 @@ def test_each_history_row_is_encoded_once_and_the_main_file_stays_bounded(tmp_pa
     monkeypatch.setattr(ckmod._Packer, "pack", counting_pack)
     monkeypatch.setattr(ckmod.Checkpointer, "save", sized_save)
     ck = tmp_path / "run.mcem"
-    res = _fit(genetic_linkage(), ck, max_iter=n_iter)
+    res = _fit(genetic_linkage(), ck, max_iter=n_iter, checkpoint_every=0)  # a write every iteration
     monkeypatch.undo()
     assert sorted(encoded) == sorted(f"history[{i}]" for i in range(n_iter + 1))  # once each
     assert len(sizes) == n_iter
@@ -622,3 +622,27 @@ def test_resume_across_chunks_is_bit_identical_and_rewrites_no_old_chunk(tmp_pat
         resumed = mcem.resume(ck, genetic_linkage(), max_iter=n3)
     assert len(tokens1) == len(tokens2) == 1 and tokens1 != tokens2  # each run its own chunks, old ones gone
     _same(full, resumed)
+
+
+def test_writes_are_throttled_by_time_and_the_file_ends_current(tmp_path, monkeypatch):
+    """By default a checkpoint is written at most once per second (a cheap iteration would
+    otherwise be dominated by the fsync), the first iteration always, and the last state when
+    the run ends at max_iter, so that resume(max_iter=more) goes on from where it stopped."""
+    saved = []
+    real_save = ckmod.Checkpointer.save
+
+    def spy(self, loop_state, history):
+        saved.append(loop_state["t"])
+        real_save(self, loop_state, history)
+
+    monkeypatch.setattr(ckmod.Checkpointer, "save", spy)
+    ck = tmp_path / "run.mcem"
+    _fit(genetic_linkage(), ck, max_iter=40)
+    assert saved[0] == 1 and saved[-1] == 40 and len(saved) < 40  # iterations take far less than 1 s
+    assert load_checkpoint(ck)["loop"]["t"] == 40
+    saved.clear()
+    _fit(genetic_linkage(), tmp_path / "every.mcem", max_iter=40, checkpoint_every=0)
+    assert saved == list(range(1, 41))
+    with pytest.raises(ValueError, match="checkpoint_every must be a finite non-negative number, got -1"):
+        _fit(genetic_linkage(), tmp_path / "bad.mcem", checkpoint_every=-1)
+
