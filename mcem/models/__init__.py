@@ -3,7 +3,8 @@
 from . import crossed, glmm, linkage, pumps, tobit
 from .crossed import crossed_logit, salamander
 from .gaussian_mixture import GaussianMixture, gaussian_mixture
-from .glmm import fit_quadrature, quadrature_loglik, random_intercept_glmm
+from .glmm_model import random_intercept_glmm
+from .glmm_quadrature import fit_quadrature, quadrature_loglik
 from .linear_gaussian import factor_analysis, implied_covariance
 from .linkage import genetic_linkage, linkage_mle
 from .missing_normal import missing_normal

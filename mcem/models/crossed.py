@@ -34,12 +34,16 @@ attaches it to the model as the exact log-likelihood.
 from __future__ import annotations
 
 import numbers
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import expit, logsumexp, roots_hermite
 
 from .. import constraints as C
+from ..datasets import load_salamander
 from ..model import Continuous, Model
+from ._common import Memo, bind, ready_model
 
 __all__ = [
     "crossed_logit",
@@ -109,16 +113,17 @@ def _log_expit(t):
     return np.minimum(t, 0.0) - out
 
 
-class _Groups:
+def _grouping(idx, n_groups):
+    """``(order, starts)`` such that :func:`_group_sum` sums the last axis within groups."""
+    order = np.argsort(idx, kind="stable")
+    counts = np.bincount(idx, minlength=n_groups)
+    return order, np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+
+def _group_sum(terms, grouping):
     """Sum the last axis of per-observation terms within groups: one ``np.add.reduceat`` call."""
-
-    def __init__(self, idx, n_groups):
-        self.order = np.argsort(idx, kind="stable")
-        counts = np.bincount(idx, minlength=n_groups)
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    def sum(self, terms):
-        return np.add.reduceat(terms[..., self.order], self.starts, axis=-1)
+    order, starts = grouping
+    return np.add.reduceat(terms[..., order], starts, axis=-1)
 
 
 class _OffsetCache:
@@ -128,29 +133,100 @@ class _OffsetCache:
     draws; the random-effect offsets depend on the draws only. For batches of at least
     ``min_size`` latent values the last inputs are kept as copies and compared exactly
     (``np.array_equal``, far cheaper than the gather it saves), so a changed or reused array
-    can never return a stale value.
+    can never return a stale value. A copy made by :mod:`pickle` starts empty.
     """
 
-    def __init__(self, f_idx, m_idx, min_size=4096):
-        self.f_idx, self.m_idx, self.min_size = f_idx, m_idx, min_size
-        self.f = self.g = self.value = None
+    def __init__(self, min_size=4096):
+        self.min_size = min_size
+        self.f = self.g = self.value = self.data = None
 
-    def __call__(self, f, g):
+    def __getstate__(self):
+        return {"min_size": self.min_size}
+
+    def __setstate__(self, state):
+        self.__init__(state["min_size"])
+
+    def __call__(self, f, g, data):
         f, g = np.asarray(f), np.asarray(g)
         if f.size < self.min_size:
-            return f[..., self.f_idx] + g[..., self.m_idx]
+            return f[..., data["female"]] + g[..., data["male"]]
         if (
             self.f is not None
+            and self.data is data
             and self.f.shape == f.shape
             and self.g.shape == g.shape
             and np.array_equal(self.f, f)
             and np.array_equal(self.g, g)
         ):
             return self.value
-        value = f[..., self.f_idx] + g[..., self.m_idx]
-        self.f, self.g, self.value = f.copy(), g.copy(), value
+        value = f[..., data["female"]] + g[..., data["male"]]
+        self.f, self.g, self.value, self.data = f.copy(), g.copy(), value, data
         value.flags.writeable = False
         return value
+
+
+# --------------------------------------------------------------------------- the model's functions
+class _Parts(NamedTuple):
+    """Derived once from the data, taken first by the model's functions."""
+
+    sign: np.ndarray  # 2 y - 1: log p(y | eta) = log expit(sign * eta)
+    by_female: tuple  # _grouping of the observations by female
+    by_male: tuple
+    offsets: _OffsetCache
+    xb: Memo  # of _xb
+
+
+def _xb(theta, data):
+    return data["X"] @ theta["beta"]
+
+
+def _eta(parts, theta, z, data):
+    return parts.xb(theta, data) + parts.offsets(z["f"], z["g"], data)
+
+
+def _obs_terms(parts, theta, z, data):
+    return _log_expit(parts.sign * _eta(parts, theta, z, data))
+
+
+def _prior(u, s2):
+    return -0.5 * (np.log(2 * np.pi * s2) + u * u / s2)
+
+
+def _log_joint(parts, theta, z, data):
+    return (
+        _obs_terms(parts, theta, z, data).sum(axis=-1)
+        + _prior(z["f"], theta["sigma2_f"]).sum(axis=-1)
+        + _prior(z["g"], theta["sigma2_m"]).sum(axis=-1)
+    )
+
+
+def _cond_f(parts, theta, z, data):
+    return _group_sum(_obs_terms(parts, theta, z, data), parts.by_female) + _prior(z["f"], theta["sigma2_f"])
+
+
+def _cond_g(parts, theta, z, data):
+    return _group_sum(_obs_terms(parts, theta, z, data), parts.by_male) + _prior(z["g"], theta["sigma2_m"])
+
+
+def _grad_params(parts, theta, z, data):
+    resid = data["y"] - expit(_eta(parts, theta, z, data))  # (..., n)
+    sf, sm = theta["sigma2_f"], theta["sigma2_m"]
+    n_f, n_m = data["female_labels"].size, data["male_labels"].size
+    ssf = np.sum(z["f"] ** 2, axis=-1)
+    ssm = np.sum(z["g"] ** 2, axis=-1)
+    return {
+        "beta": resid @ data["X"],
+        "sigma2_f": -0.5 * n_f / sf + 0.5 * ssf / sf**2,
+        "sigma2_m": -0.5 * n_m / sm + 0.5 * ssm / sm**2,
+    }
+
+
+def _loglik(n_nodes, theta, data):
+    return crossed_logit_loglik(theta, data, n_nodes=n_nodes)
+
+
+def _log_joint_total(parts, theta, z, data):
+    return _log_joint(parts, theta, z, data)
 
 
 def crossed_logit(y, X, female, male, *, init=None, quadrature=None, name="crossed_logit") -> Model:
@@ -180,80 +256,26 @@ def crossed_logit(y, X, female, male, *, init=None, quadrature=None, name="cross
     y, X, f_labels, f_idx, m_labels, m_idx = _check_inputs(y, X, female, male)
     n, p = X.shape
     n_f, n_m = f_labels.size, m_labels.size
-    sign = 2.0 * y - 1.0  # log p(y | eta) = log expit(sign * eta)
-    by_f, by_m = _Groups(f_idx, n_f), _Groups(m_idx, n_m)
     data = {
         "y": y, "X": X, "female": f_idx, "male": m_idx,
         "female_labels": f_labels, "male_labels": m_labels,
     }
-
-    offsets = _OffsetCache(f_idx, m_idx)
-    xb_cache = {"key": None, "value": None}
-
-    def _xb(beta):
-        key = np.asarray(beta, dtype=float).tobytes()
-        if key != xb_cache["key"]:
-            xb_cache["key"], xb_cache["value"] = key, X @ beta
-        return xb_cache["value"]
-
-    def _eta(theta, z):
-        return _xb(theta["beta"]) + offsets(z["f"], z["g"])
-
-    def _obs_terms(theta, z):
-        return _log_expit(sign * _eta(theta, z))
-
-    def _prior(u, s2):
-        return -0.5 * (np.log(2 * np.pi * s2) + u * u / s2)
-
-    def log_joint(theta, z, data):
-        return (
-            _obs_terms(theta, z).sum(axis=-1)
-            + _prior(z["f"], theta["sigma2_f"]).sum(axis=-1)
-            + _prior(z["g"], theta["sigma2_m"]).sum(axis=-1)
-        )
-
-    def cond_f(theta, z, data):
-        return by_f.sum(_obs_terms(theta, z)) + _prior(z["f"], theta["sigma2_f"])
-
-    def cond_g(theta, z, data):
-        return by_m.sum(_obs_terms(theta, z)) + _prior(z["g"], theta["sigma2_m"])
-
-    def grad_params(theta, z, data):
-        resid = y - expit(_eta(theta, z))  # (..., n)
-        sf, sm = theta["sigma2_f"], theta["sigma2_m"]
-        ssf = np.sum(z["f"] ** 2, axis=-1)
-        ssm = np.sum(z["g"] ** 2, axis=-1)
-        return {
-            "beta": resid @ X,
-            "sigma2_f": -0.5 * n_f / sf + 0.5 * ssf / sf**2,
-            "sigma2_m": -0.5 * n_m / sm + 0.5 * ssm / sm**2,
-        }
-
-    loglik = None
+    parts = _Parts(2.0 * y - 1.0, _grouping(f_idx, n_f), _grouping(m_idx, n_m), _OffsetCache(), Memo(_xb, ("beta",)))
+    quad = ()
     if quadrature is not None:
-        K = quadrature
-
-        def loglik(theta, data):
-            return crossed_logit_loglik(theta, data, n_nodes=K)
-
-        crossed_logit_loglik({"beta": np.zeros(p), "sigma2_f": 1.0, "sigma2_m": 1.0}, data, n_nodes=K)
+        crossed_logit_loglik({"beta": np.zeros(p), "sigma2_f": 1.0, "sigma2_m": 1.0}, data, n_nodes=quadrature)
+        quad = (partial(_loglik, quadrature),)
 
     init = {"beta": np.zeros(p), "sigma2_f": 1.0, "sigma2_m": 1.0} if init is None else init
-    return Model(
-        log_joint,
+    return ready_model(
+        *bind(parts, _log_joint, _grad_params, _log_joint_total), *quad,
         params={"beta": C.real(shape=p), "sigma2_f": C.positive, "sigma2_m": C.positive},
         latents={
             "f": Continuous(C.real, shape=n_f, unit=True),
             "g": Continuous(C.real, shape=n_m, unit=True),
         },
-        data=data,
-        init=init,
-        loglik=loglik,
-        grad_params=grad_params,
-        log_joint_total=log_joint,
-        conditionals={"f": cond_f, "g": cond_g},
-        n_obs=n,
-        name=name,
+        data=data, init=init, conditionals=dict(zip("fg", bind(parts, _cond_f, _cond_g), strict=True)),
+        n_obs=n, name=name,
     )
 
 
@@ -308,7 +330,7 @@ def crossed_logit_loglik(theta, data, n_nodes=20) -> float:
     fi, mi, base = uniq[:, 0].astype(np.int64), uniq[:, 1].astype(np.int64), uniq[:, 2]
     outer_idx, inner_idx = (mi, fi) if males_outer else (fi, mi)
     inner = np.sqrt(s2_in) * nodes  # (K,)
-    groups = _Groups(inner_idx, n_in)
+    groups = _grouping(inner_idx, n_in)
     # all outer grid points, chunked so that chunk x K x n stays small
     chunk = max(1, _MAX_GRID // (n_nodes * base.size))
     total = []
@@ -320,7 +342,7 @@ def crossed_logit_loglik(theta, data, n_nodes=20) -> float:
         eta = base + u_out[:, outer_idx]  # (c, n)
         t = eta[:, None, :] + inner[None, :, None]  # (c, K, n_rows)
         ll = n_succ * _log_expit(t) + n_fail * _log_expit(-t)
-        per_unit = groups.sum(ll)  # (c, K, n_in)
+        per_unit = _group_sum(ll, groups)  # (c, K, n_in)
         li = logsumexp(per_unit + logw[None, :, None], axis=1)  # (c, n_in)
         total.append(lw_out + li.sum(axis=1))
     return float(logsumexp(np.concatenate(total)))
@@ -330,8 +352,6 @@ def salamander_design(data=None) -> dict:
     """The salamander design: ``y`` (Mate), ``X`` (4 cross indicators, columns RR, RW, WR, WW),
     ``female`` and ``male`` ids, from :func:`mcem.datasets.load_salamander` by default."""
     if data is None:
-        from ..datasets import load_salamander
-
         data = load_salamander()
     for k in ("Cross", "Female", "Male", "Mate"):
         if k not in data:

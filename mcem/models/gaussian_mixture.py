@@ -19,12 +19,16 @@ space, so points far from every component do not underflow.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.special import logsumexp
 
 from .. import constraints as C
 from .._validation import as_generator, check_choice, check_mapping, check_positive_float, check_positive_int
+from ..fit import fit as _fit
 from ..model import Discrete, Model
+from ._common import Memo, bind, ready_model
 
 __all__ = ["GaussianMixture", "gaussian_mixture", "component_log_density", "kmeans_plusplus"]
 
@@ -136,19 +140,51 @@ def _mstep(stats, data):
     return {"weights": weights, "means": m + data["shift"], "covariances": cov}
 
 
-def _make_cache():
-    last = {"key": None, "value": None}
+def _components(theta, data):
+    """log w_k + log N(x_n | mu_k, Sigma_k), shape (N, K) (memoised per model by a :class:`Memo`)."""
+    return component_log_density(
+        data["X"], theta["weights"], theta["means"], theta["covariances"], data["covariance_type"]
+    )
 
-    def comp(theta, data):
-        key = tuple(np.asarray(theta[k]).tobytes() for k in ("weights", "means", "covariances"))
-        if key != last["key"]:
-            last["value"] = component_log_density(
-                data["X"], theta["weights"], theta["means"], theta["covariances"], data["covariance_type"]
-            )
-            last["key"] = key
-        return last["value"]
 
-    return comp
+class _Parts(NamedTuple):
+    """What the model's functions take first: K, the memo of :func:`_components`, 0..N-1."""
+
+    n_components: int
+    comp: Memo
+    rows: np.ndarray
+
+
+def _log_joint(parts, theta, z, data):
+    return parts.comp(theta, data)[parts.rows, z["label"]]
+
+
+def _exact_estep(parts, theta, data):
+    lp = parts.comp(theta, data)
+    lse = logsumexp(lp, axis=1)
+    R = np.exp(lp - lse[:, None])
+    return _stats_from_resp(R, data["Xc"], data["covariance_type"]), float(lse.sum())
+
+
+def _sufficient_stats(parts, z, data):
+    N, K = data["X"].shape[0], parts.n_components
+    labels = np.asarray(z["label"]).reshape(-1, N)
+    R = np.empty((N, K))
+    for k in range(K):
+        R[:, k] = np.mean(labels == k, axis=0)
+    return _stats_from_resp(R, data["Xc"], data["covariance_type"])
+
+
+def _loglik(parts, theta, data):
+    return float(logsumexp(parts.comp(theta, data), axis=1).sum())
+
+
+def _posterior_sampler(parts, theta, data, rng, batch=()):
+    lp = parts.comp(theta, data)
+    R = np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
+    cdf = np.cumsum(R, axis=1)
+    u = rng.random(tuple(batch) + (data["X"].shape[0], 1))
+    return {"label": np.minimum((u > cdf).sum(axis=-1), parts.n_components - 1)}
 
 
 def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, init=None) -> Model:
@@ -164,6 +200,12 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
     init : dict, optional
         Initial parameters (``weights``, ``means``, ``covariances``); default: the k-means++
         start of :func:`initial_params` with seed 0 (equal components would be a saddle point).
+
+    Returns
+    -------
+    Model
+        ``model.data`` holds ``X``, ``Xc`` (X centred at its mean), ``shift`` (that mean),
+        ``covariance_type`` and ``reg_covar``.
     """
     X = _check_X(X)
     K = check_positive_int(n_components, "n_components")
@@ -188,49 +230,11 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
         "spherical": C.positive(shape=K),
     }[covariance_type]
     params = {"weights": C.simplex(K), "means": C.real(shape=(K, d)), "covariances": cov_c}
-    comp = _make_cache()
-    idx = np.arange(N)
-
-    def log_joint(theta, z, data):
-        return comp(theta, data)[idx, z["label"]]
-
-    def exact_estep(theta, data):
-        lp = comp(theta, data)
-        lse = logsumexp(lp, axis=1)
-        R = np.exp(lp - lse[:, None])
-        return _stats_from_resp(R, data["Xc"], data["covariance_type"]), float(lse.sum())
-
-    def sufficient_stats(z, data):
-        labels = np.asarray(z["label"]).reshape(-1, N)
-        R = np.empty((N, K))
-        for k in range(K):
-            R[:, k] = np.mean(labels == k, axis=0)
-        return _stats_from_resp(R, data["Xc"], data["covariance_type"])
-
-    def loglik(theta, data):
-        return float(logsumexp(comp(theta, data), axis=1).sum())
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        lp = comp(theta, data)
-        R = np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
-        cdf = np.cumsum(R, axis=1)
-        u = rng.random(tuple(batch) + (N, 1))
-        return {"label": np.minimum((u > cdf).sum(axis=-1), K - 1)}
-
-    data_ro = {k: v for k, v in data.items()}
-    return Model(
-        log_joint,
-        params=params,
-        latents={"label": Discrete(K, shape=N, unit=True)},
-        data=data_ro,
-        init=init,
-        exact_estep=exact_estep,
-        mstep=_mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        n_obs=N,
-        name=f"gaussian_mixture(K={K}, {covariance_type})",
+    parts = _Parts(K, Memo(_components, ("weights", "means", "covariances")), np.arange(N))
+    return ready_model(
+        *bind(parts, _log_joint, _exact_estep, _sufficient_stats, _loglik, _posterior_sampler), _mstep,
+        params=params, latents={"label": Discrete(K, shape=N, unit=True)}, data=data, init=init,
+        n_obs=N, name=f"gaussian_mixture(K={K}, {covariance_type})",
     )
 
 
@@ -359,8 +363,6 @@ class GaussianMixture:
 
     def fit(self, X, y=None):
         """Fit the mixture to X (n_samples, n_features); returns self."""
-        from ..fit import fit as _fit
-
         X = _check_X(X)
         K = check_positive_int(self.n_components, "n_components")
         fit_options = check_mapping(self.fit_options, "fit_options")

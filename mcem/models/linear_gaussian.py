@@ -42,11 +42,14 @@ Heywood cases (an MLE with some psi_j = 0) are kept inside the parameter space b
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import constraints as C
 from .._validation import check_choice, check_positive_int
 from ..model import Continuous, Model
+from ._common import Memo, bind, float_matrix, ready_model
 
 __all__ = ["factor_analysis", "LowerTrapezoidal", "implied_covariance", "initial_params"]
 
@@ -100,12 +103,7 @@ class LowerTrapezoidal(C.Constraint):
 
 
 def _check_X(X):
-    arr = np.asarray(X)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"X must be a numeric array of shape (n_samples, n_features), got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=float)  # a private copy: the user's array is never written
-    if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {arr.shape}")
+    arr = float_matrix(X)
     if not np.all(np.isfinite(arr)):
         raise ValueError(
             f"X must be finite, got {int(np.isnan(arr).sum())} NaN and {int(np.isinf(arr).sum())} "
@@ -192,8 +190,6 @@ def factor_analysis(X, n_factors, *, noise="diagonal", loadings="full", init=Non
         raise ValueError(f"n_factors must be smaller than the number of features d={d}, got {q}")
     check_choice(noise, "noise", {"diagonal", "isotropic"})
     check_choice(loadings, "loadings", {"full", "lower"})
-    iso = noise == "isotropic"
-    lower = loadings == "lower"
     if init is None:
         init = initial_params(X, q, noise, loadings)
     xbar = X.mean(axis=0)
@@ -202,110 +198,118 @@ def factor_analysis(X, n_factors, *, noise="diagonal", loadings="full", init=Non
     data = {"Xc": Xc, "xbar": xbar, "Sxx": Sxx, "psi_floor": _PSI_FLOOR * np.diag(Sxx) / N}
     params = {
         "mu": C.real(shape=d),
-        "Lambda": LowerTrapezoidal(d, q) if lower else C.real(shape=(d, q)),
-        "psi": C.positive if iso else C.positive(shape=d),
+        "Lambda": LowerTrapezoidal(d, q) if loadings == "lower" else C.real(shape=(d, q)),
+        "psi": C.positive if noise == "isotropic" else C.positive(shape=d),
     }
-    # rows j < q - 1 of a lower-trapezoidal Lambda use the regressors (1, f_1..f_{j+1})
-    short_rows = range(q - 1) if lower else range(0)
-
-    def psi_vec(theta):
-        return np.broadcast_to(np.asarray(theta["psi"], dtype=float), (d,))
-
-    cache = {"key": None, "value": None}
-
-    def posterior(theta):
-        """(posterior means (N, q), posterior covariance G (q, q)), cached for the last theta."""
-        key = tuple(np.asarray(theta[k], dtype=float).tobytes() for k in ("mu", "Lambda", "psi"))
-        if key == cache["key"]:
-            return cache["value"]
-        lam, psi = np.asarray(theta["Lambda"], dtype=float), psi_vec(theta)
-        m = np.asarray(theta["mu"], dtype=float) - xbar
-        lp = lam / psi[:, None]  # Psi^-1 Lambda
-        G = np.linalg.inv(np.eye(q) + lam.T @ lp)
-        G = 0.5 * (G + G.T)
-        Ef = (Xc - m) @ lp @ G  # G symmetric
-        cache["key"], cache["value"] = key, (Ef, G)
-        return Ef, G
-
-    def loglik(theta, data=None):
-        Sigma = implied_covariance(theta)
-        m = np.asarray(theta["mu"], dtype=float) - xbar
-        L = np.linalg.cholesky(Sigma)
-        logdet = 2.0 * np.sum(np.log(np.diagonal(L)))
-        S = Sxx + N * np.outer(m, m)  # sum_n (x_n - mu)(x_n - mu)^T, since sum_n Xc_n = 0
-        Linv = np.linalg.solve(L, np.eye(d))
-        trace = float(np.sum((Linv @ S) * Linv))  # tr(Sigma^-1 S)
-        return -0.5 * (N * (d * _LOG_2PI + logdet) + trace)
-
-    def exact_estep(theta, data):
-        Ef, G = posterior(theta)
-        stats = {"Sf": Ef.sum(axis=0), "Sff": N * G + Ef.T @ Ef, "Sxf": Xc.T @ Ef}
-        return stats, loglik(theta)
-
-    def sufficient_stats(z, data):
-        f = np.asarray(z["f"], dtype=float).reshape(-1, N, q)
-        B = f.shape[0]
-        return {
-            "Sf": f.sum(axis=(0, 1)) / B,
-            "Sff": np.einsum("bnk,bnl->kl", f, f) / B,
-            "Sxf": np.einsum("nd,bnk->dk", Xc, f) / B,
-        }
-
-    def mstep(stats, data):
-        Sf, Sff, Sxf = (np.asarray(stats[k], dtype=float) for k in ("Sf", "Sff", "Sxf"))
-        A = np.empty((q + 1, q + 1))
-        A[0, 0], A[0, 1:], A[1:, 0], A[1:, 1:] = N, Sf, Sf, 0.5 * (Sff + Sff.T)
-        Cm = np.concatenate([np.zeros((d, 1)), Sxf], axis=1)  # [sum (x - xbar), Sxf]
-        Bm = np.linalg.solve(A, Cm.T).T  # (d, q + 1): rows [mu_j - xbar_j, Lambda_j]
-        for j in short_rows:  # a loop over at most q - 1 rows of a lower-trapezoidal Lambda
-            k = j + 2
-            Bm[j] = 0.0
-            Bm[j, :k] = np.linalg.solve(A[:k, :k], Cm[j, :k])
-        resid = np.diag(Sxx) - np.sum(Bm * Cm, axis=1)  # N * residual variance per coordinate
-        floor = data["psi_floor"]
-        psi = max(resid.sum() / (N * d), floor.mean()) if iso else np.maximum(resid / N, floor)
-        return {"mu": Bm[:, 0] + xbar, "Lambda": Bm[:, 1:], "psi": np.asarray(psi, dtype=float)}
-
-    def _resid(theta, f):
-        lam = np.asarray(theta["Lambda"], dtype=float)
-        m = np.asarray(theta["mu"], dtype=float) - xbar
-        return Xc - m - f @ lam.T  # (..., N, d)
-
-    def log_joint(theta, z, data):
-        f = np.asarray(z["f"], dtype=float)
-        psi = psi_vec(theta)
-        r = _resid(theta, f)
-        obs = -0.5 * (np.sum(r * r / psi, axis=-1) + np.sum(np.log(psi)) + d * _LOG_2PI)
-        prior = -0.5 * (np.sum(f * f, axis=-1) + q * _LOG_2PI)
-        return obs + prior  # (..., N): one term per unit
-
-    def grad_params(theta, z, data):
-        f = np.asarray(z["f"], dtype=float)
-        psi = psi_vec(theta)
-        r = _resid(theta, f)
-        w = r / psi
-        g_lam = np.einsum("...nd,...nk->...dk", w, f)
-        g_psi = 0.5 * np.sum(w * w - 1.0 / psi, axis=-2)  # (..., d)
-        return {"mu": w.sum(axis=-2), "Lambda": g_lam, "psi": g_psi.sum(axis=-1) if iso else g_psi}
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        Ef, G = posterior(theta)
-        L = np.linalg.cholesky(G)
-        eps = rng.standard_normal(tuple(batch) + (N, q))
-        return {"f": Ef + eps @ L.T}
-
-    return Model(
-        log_joint,
-        params=params,
-        latents={"f": Continuous(C.real, shape=(N, q), unit=True)},
-        data=data,
-        init=init,
-        exact_estep=exact_estep,
-        mstep=mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        grad_params=grad_params,
-        n_obs=N,
-        name=f"factor_analysis(q={q}, {noise}, {loadings})",
+    parts = _Parts(q, noise == "isotropic", loadings == "lower", Memo(_posterior, ("mu", "Lambda", "psi")))
+    return ready_model(
+        *bind(parts, _log_joint, _exact_estep, _mstep, _sufficient_stats, _posterior_sampler, _grad_params),
+        _loglik, params=params, latents={"f": Continuous(C.real, shape=(N, q), unit=True)}, data=data,
+        init=init, n_obs=N, name=f"factor_analysis(q={q}, {noise}, {loadings})",
     )
+
+
+# --------------------------------------------------------------------------- the model's functions
+# the observations come from ``data`` (Xc (N, d), xbar, Sxx, psi_floor), the options from ``parts``
+class _Parts(NamedTuple):
+    n_factors: int
+    isotropic: bool
+    lower: bool  # lower-trapezoidal loadings
+    post: Memo  # of _posterior
+
+
+def _psi_vec(theta, d):
+    return np.broadcast_to(np.asarray(theta["psi"], dtype=float), (d,))
+
+
+def _posterior(theta, data):
+    """(posterior means (N, q), posterior covariance G (q, q)); memoised per model."""
+    Xc = data["Xc"]
+    lam, psi = np.asarray(theta["Lambda"], dtype=float), _psi_vec(theta, Xc.shape[1])
+    m = np.asarray(theta["mu"], dtype=float) - data["xbar"]
+    lp = lam / psi[:, None]  # Psi^-1 Lambda
+    G = np.linalg.inv(np.eye(lam.shape[1]) + lam.T @ lp)
+    G = 0.5 * (G + G.T)
+    Ef = (Xc - m) @ lp @ G  # G symmetric
+    return Ef, G
+
+
+def _loglik(theta, data):
+    N, d = data["Xc"].shape
+    Sigma = implied_covariance(theta)
+    m = np.asarray(theta["mu"], dtype=float) - data["xbar"]
+    L = np.linalg.cholesky(Sigma)
+    logdet = 2.0 * np.sum(np.log(np.diagonal(L)))
+    S = data["Sxx"] + N * np.outer(m, m)  # sum_n (x_n - mu)(x_n - mu)^T, since sum_n Xc_n = 0
+    Linv = np.linalg.solve(L, np.eye(d))
+    trace = float(np.sum((Linv @ S) * Linv))  # tr(Sigma^-1 S)
+    return -0.5 * (N * (d * _LOG_2PI + logdet) + trace)
+
+
+def _exact_estep(parts, theta, data):
+    Xc = data["Xc"]
+    Ef, G = parts.post(theta, data)
+    stats = {"Sf": Ef.sum(axis=0), "Sff": Xc.shape[0] * G + Ef.T @ Ef, "Sxf": Xc.T @ Ef}
+    return stats, _loglik(theta, data)
+
+
+def _sufficient_stats(parts, z, data):
+    Xc = data["Xc"]
+    f = np.asarray(z["f"], dtype=float).reshape(-1, Xc.shape[0], parts.n_factors)
+    B = f.shape[0]
+    return {
+        "Sf": f.sum(axis=(0, 1)) / B,
+        "Sff": np.einsum("bnk,bnl->kl", f, f) / B,
+        "Sxf": np.einsum("nd,bnk->dk", Xc, f) / B,
+    }
+
+
+def _mstep(parts, stats, data):
+    (N, d), q, Sxx = data["Xc"].shape, parts.n_factors, data["Sxx"]
+    Sf, Sff, Sxf = (np.asarray(stats[k], dtype=float) for k in ("Sf", "Sff", "Sxf"))
+    A = np.empty((q + 1, q + 1))
+    A[0, 0], A[0, 1:], A[1:, 0], A[1:, 1:] = N, Sf, Sf, 0.5 * (Sff + Sff.T)
+    Cm = np.concatenate([np.zeros((d, 1)), Sxf], axis=1)  # [sum (x - xbar), Sxf]
+    Bm = np.linalg.solve(A, Cm.T).T  # (d, q + 1): rows [mu_j - xbar_j, Lambda_j]
+    # rows j < q - 1 of a lower-trapezoidal Lambda use the regressors (1, f_1..f_{j+1})
+    for j in range(q - 1) if parts.lower else ():  # a loop over at most q - 1 rows
+        k = j + 2
+        Bm[j] = 0.0
+        Bm[j, :k] = np.linalg.solve(A[:k, :k], Cm[j, :k])
+    resid = np.diag(Sxx) - np.sum(Bm * Cm, axis=1)  # N * residual variance per coordinate
+    floor = data["psi_floor"]
+    psi = max(resid.sum() / (N * d), floor.mean()) if parts.isotropic else np.maximum(resid / N, floor)
+    return {"mu": Bm[:, 0] + data["xbar"], "Lambda": Bm[:, 1:], "psi": np.asarray(psi, dtype=float)}
+
+
+def _resid(theta, f, data):
+    lam = np.asarray(theta["Lambda"], dtype=float)
+    m = np.asarray(theta["mu"], dtype=float) - data["xbar"]
+    return data["Xc"] - m - f @ lam.T  # (..., N, d)
+
+
+def _log_joint(parts, theta, z, data):
+    d = data["Xc"].shape[1]
+    f = np.asarray(z["f"], dtype=float)
+    psi = _psi_vec(theta, d)
+    r = _resid(theta, f, data)
+    obs = -0.5 * (np.sum(r * r / psi, axis=-1) + np.sum(np.log(psi)) + d * _LOG_2PI)
+    prior = -0.5 * (np.sum(f * f, axis=-1) + parts.n_factors * _LOG_2PI)
+    return obs + prior  # (..., N): one term per unit
+
+
+def _grad_params(parts, theta, z, data):
+    f = np.asarray(z["f"], dtype=float)
+    psi = _psi_vec(theta, data["Xc"].shape[1])
+    r = _resid(theta, f, data)
+    w = r / psi
+    g_lam = np.einsum("...nd,...nk->...dk", w, f)
+    g_psi = 0.5 * np.sum(w * w - 1.0 / psi, axis=-2)  # (..., d)
+    return {"mu": w.sum(axis=-2), "Lambda": g_lam, "psi": g_psi.sum(axis=-1) if parts.isotropic else g_psi}
+
+
+def _posterior_sampler(parts, theta, data, rng, batch=()):
+    Ef, G = parts.post(theta, data)
+    L = np.linalg.cholesky(G)
+    eps = rng.standard_normal(tuple(batch) + Ef.shape)
+    return {"f": Ef + eps @ L.T}

@@ -24,6 +24,7 @@ E step: ``E[x2] = y1 (theta/4) / (1/2 + theta/4)``; M step: ``theta = (x2 + y4) 
 from __future__ import annotations
 
 import numbers
+from functools import partial
 
 import numpy as np
 from scipy.special import gammaln
@@ -31,6 +32,7 @@ from scipy.special import gammaln
 from .. import constraints as C
 from .._validation import as_generator
 from ..model import Discrete, Model
+from ._common import ready_model
 
 __all__ = ["genetic_linkage", "linkage_mle", "LINKAGE_COUNTS"]
 
@@ -85,51 +87,50 @@ def genetic_linkage(counts=LINKAGE_COUNTS, init=0.5) -> Model:
     if not isinstance(init, numbers.Real) or not 0.0 < float(init) < 1.0:
         raise ValueError(f"init must be a number in (0, 1), got {init!r}")
     y1, y2, y3, y4 = (int(v) for v in y)
-    n = y1 + y2 + y3 + y4
-    const = float(gammaln(n + 1) - gammaln(y[1:] + 1).sum())  # log n! / (y2! y3! y4!)
-    data = {"counts": y}
-
-    def log_joint(theta, z, data):
-        t = theta["theta"]
-        x2 = np.asarray(z["x2"], dtype=float)
-        return (
-            x2 * np.log(t / 4) + (y1 - x2) * np.log(0.5) - gammaln(x2 + 1) - gammaln(y1 - x2 + 1)
-            + (y2 + y3) * np.log((1 - t) / 4) + y4 * np.log(t / 4) + const
-        )
-
-    def _p(t):
-        return (t / 4) / (0.5 + t / 4)
-
-    def exact_estep(theta, data):
-        return {"x2": y1 * _p(float(theta["theta"]))}, loglik(theta, data)
-
-    def sufficient_stats(z, data):
-        return {"x2": float(np.mean(z["x2"]))}
-
-    def mstep(stats, data):
-        x2 = float(stats["x2"])
-        return {"theta": np.array((x2 + y4) / (x2 + y4 + y2 + y3))}
-
-    def loglik(theta, data):
-        t = float(theta["theta"])
-        p = np.array([0.5 + t / 4, (1 - t) / 4, (1 - t) / 4, t / 4])
-        return float(np.sum(y * np.log(p)) + gammaln(n + 1) - gammaln(y + 1).sum())
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        rng = as_generator(rng)
-        return {"x2": rng.binomial(y1, _p(float(theta["theta"])), size=tuple(batch))}
-
-    return Model(
-        log_joint,
-        params={"theta": C.unit_interval},
-        latents={"x2": Discrete(y1 + 1)},
-        data=data,
-        init={"theta": float(init)},
-        exact_estep=exact_estep,
-        mstep=mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        n_obs=n,
-        name="genetic_linkage",
+    const = float(gammaln(y.sum() + 1) - gammaln(y[1:] + 1).sum())  # log n! / (y2! y3! y4!)
+    return ready_model(
+        partial(_log_joint, (y1, y2, y3, y4, const)), _exact_estep, _mstep, _sufficient_stats, _loglik, _posterior_sampler,
+        params={"theta": C.unit_interval}, latents={"x2": Discrete(int(y[0]) + 1)}, data={"counts": y},
+        init={"theta": float(init)}, n_obs=int(y.sum()), name="genetic_linkage",
     )
+
+
+# --------------------------------------------------------------------------- the model's functions
+def _log_joint(counts_and_const, theta, z, data):
+    y1, y2, y3, y4, const = counts_and_const
+    t = theta["theta"]
+    x2 = np.asarray(z["x2"], dtype=float)
+    return (
+        x2 * np.log(t / 4) + (y1 - x2) * np.log(0.5) - gammaln(x2 + 1) - gammaln(y1 - x2 + 1)
+        + (y2 + y3) * np.log((1 - t) / 4) + y4 * np.log(t / 4) + const
+    )
+
+
+def _p(t):
+    return (t / 4) / (0.5 + t / 4)
+
+
+def _exact_estep(theta, data):
+    return {"x2": int(data["counts"][0]) * _p(float(theta["theta"]))}, _loglik(theta, data)
+
+
+def _sufficient_stats(z, data):
+    return {"x2": float(np.mean(z["x2"]))}
+
+
+def _mstep(stats, data):
+    _, y2, y3, y4 = (int(v) for v in data["counts"])
+    x2 = float(stats["x2"])
+    return {"theta": np.array((x2 + y4) / (x2 + y4 + y2 + y3))}
+
+
+def _loglik(theta, data):
+    y = data["counts"]
+    t = float(theta["theta"])
+    p = np.array([0.5 + t / 4, (1 - t) / 4, (1 - t) / 4, t / 4])
+    return float(np.sum(y * np.log(p)) + gammaln(int(y.sum()) + 1) - gammaln(y + 1).sum())
+
+
+def _posterior_sampler(theta, data, rng, batch=()):
+    rng = as_generator(rng)
+    return {"x2": rng.binomial(int(data["counts"][0]), _p(float(theta["theta"])), size=tuple(batch))}

@@ -39,10 +39,14 @@ mean and the biased sample covariance, no EM needed).
 
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import constraints as C
 from ..model import Continuous, Model
+from ._common import Memo, bind, float_matrix, ready_model
 
 __all__ = ["missing_normal", "initial_params"]
 
@@ -50,12 +54,7 @@ _LOG_2PI = float(np.log(2 * np.pi))
 
 
 def _check_X(X):
-    arr = np.asarray(X)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"X must be a numeric array of shape (n_samples, n_features), got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=float)  # a private copy: the user's array is never written
-    if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {arr.shape}")
+    arr = float_matrix(X)
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ValueError(f"X needs at least 2 rows and 2 columns, got shape {arr.shape}")
     n_inf = int(np.isinf(arr).sum())
@@ -126,154 +125,168 @@ def missing_normal(X, *, init=None) -> Model:
     has_miss = miss.any(axis=1)
     rows = np.flatnonzero(has_miss)
     R = rows.size
-    Xu = Xc[rows]  # (R, d): the rows with missing values, 0 in the missing cells
     mask = miss[rows]  # (R, d)
     Xcomp = Xc[~has_miss]
-    n_comp = Xcomp.shape[0]
-    comp_T1 = Xcomp.sum(axis=0)
-    comp_T2 = Xcomp.T @ Xcomp
     patterns, which = np.unique(mask, axis=0, return_inverse=True)
     which = np.asarray(which).ravel()
-    groups = [np.flatnonzero(which == p) for p in range(patterns.shape[0])]
-
-    data = {"X": Xc, "shift": shift, "mask": mask, "rows": rows, "n_complete": n_comp}
-
-    def centred(theta):
-        return np.asarray(theta["mu"], dtype=float) - shift, np.asarray(theta["Sigma"], dtype=float)
-
-    def complete_loglik(m, L, logdet):
-        """log density of the complete rows (free of the latents)."""
-        if n_comp == 0:
-            return 0.0
-        S = comp_T2 - np.outer(comp_T1, m) - np.outer(m, comp_T1) + n_comp * np.outer(m, m)
-        Linv = np.linalg.solve(L, np.eye(d))
-        return -0.5 * (n_comp * (d * _LOG_2PI + logdet) + float(np.sum((Linv @ S) * Linv)))
-
-    cache = {"key": None, "value": None}
-
-    def pattern_blocks(m, S):
-        """Per pattern: (rows, missing mask, centred conditional means (n_p, |M|), covariance, its Cholesky).
-
-        Cached for the last (m, S): the exact sampler asks for them once per draw."""
-        key = (m.tobytes(), S.tobytes())
-        if key == cache["key"]:
-            return cache["value"]
-        out = []
-        for pat, idx in zip(patterns, groups, strict=True):  # a loop over missingness patterns
-            o = ~pat
-            S_oo = S[np.ix_(o, o)]
-            S_mo = S[np.ix_(pat, o)]
-            K = np.linalg.solve(S_oo, S_mo.T).T  # Sigma_MO Sigma_OO^-1
-            mean = m[pat] + (Xu[idx][:, o] - m[o]) @ K.T
-            cov = S[np.ix_(pat, pat)] - K @ S_mo.T
-            cov = 0.5 * (cov + cov.T)
-            out.append((idx, pat, mean, cov, np.linalg.cholesky(cov)))
-        cache["key"], cache["value"] = key, out
-        return out
-
-    def loglik(theta, data=None):
-        m, S = centred(theta)
-        L, logdet = _cholesky_logdet(S)
-        total = complete_loglik(m, L, logdet)
-        for pat, idx in zip(patterns, groups, strict=True):  # a loop over missingness patterns
-            o = ~pat
-            Lo, ld = _cholesky_logdet(S[np.ix_(o, o)])
-            w = np.linalg.solve(Lo, (Xu[idx][:, o] - m[o]).T)
-            total += -0.5 * (idx.size * (o.sum() * _LOG_2PI + ld) + float(np.sum(w * w)))
-        return total
-
-    def exact_estep(theta, data):
-        m, S = centred(theta)
-        T1, T2 = comp_T1.copy(), comp_T2.copy()
-        filled = Xu.copy()
-        extra = np.zeros((d, d))
-        for idx, pat, mean, cov, _ in pattern_blocks(m, S):
-            sub = filled[idx]
-            sub[:, pat] = mean
-            filled[idx] = sub
-            extra[np.ix_(pat, pat)] += idx.size * cov
-        T1 += filled.sum(axis=0)
-        T2 += filled.T @ filled + extra
-        return {"T1": T1, "T2": T2}, loglik(theta)
-
-    def _fill(z):
-        """Centred complete rows (..., R, d): the observed values, the latents in the missing cells."""
-        return np.where(mask, np.asarray(z, dtype=float) - shift, Xu)
-
-    def sufficient_stats(z, data):
-        Xf = _fill(np.asarray(z["x_mis"], dtype=float).reshape(-1, R, d))
-        B = Xf.shape[0]
-        return {
-            "T1": comp_T1 + Xf.sum(axis=(0, 1)) / B,
-            "T2": comp_T2 + np.einsum("bni,bnj->ij", Xf, Xf) / B,
-        }
-
-    def mstep(stats, data):
-        T1, T2 = np.asarray(stats["T1"], dtype=float), np.asarray(stats["T2"], dtype=float)
-        m = T1 / N
-        S = T2 / N - np.outer(m, m)
-        return {"mu": m + shift, "Sigma": 0.5 * (S + S.T)}
-
-    def unit_terms(theta, z):
-        """Per unit: log N(full row | mu, Sigma) + the padding's N(0, 1) log density. (..., R)."""
-        zz = np.asarray(z["x_mis"], dtype=float)
-        m, S = centred(theta)
-        L, logdet = _cholesky_logdet(S)
-        r = _fill(zz) - m
-        w = np.linalg.solve(L, np.moveaxis(r, -1, 0).reshape(d, -1)).reshape((d,) + r.shape[:-1])
-        row = -0.5 * (np.sum(w * w, axis=0) + logdet + d * _LOG_2PI)
-        pad = -0.5 * np.sum(np.where(mask, 0.0, zz * zz + _LOG_2PI), axis=-1)
-        return row + pad, (m, L, logdet)
-
-    def log_joint(theta, z, data):
-        terms, (m, L, logdet) = unit_terms(theta, z)
-        return terms.sum(axis=-1) + complete_loglik(m, L, logdet)
-
-    def conditional(theta, z, data):
-        return unit_terms(theta, z)[0]
-
-    def grad_params(theta, z, data):
-        Xf = _fill(np.asarray(z["x_mis"], dtype=float))
-        m, S = centred(theta)
-        P = np.linalg.inv(S)
-        batch = Xf.shape[:-2]
-        sum1 = comp_T1 + Xf.sum(axis=-2)  # (..., d)
-        sum2 = comp_T2 + np.einsum("...ni,...nj->...ij", Xf, Xf)
-        scatter = sum2 - sum1[..., :, None] * m - m[:, None] * sum1[..., None, :] + N * np.outer(m, m)
-        g_mu = (sum1 - N * m) @ P
-        g_S = 0.5 * (P @ scatter @ P - N * np.broadcast_to(P, batch + (d, d)))
-        return {"mu": g_mu, "Sigma": g_S}
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        m, S = centred(theta)
-        batch = tuple(batch)
-        out = rng.standard_normal(batch + (R, d))  # padding: N(0, 1)
-        for idx, pat, mean, _, Lc in pattern_blocks(m, S):
-            eps = rng.standard_normal(batch + (idx.size, int(pat.sum())))
-            vals = mean + eps @ Lc.T  # (..., n_p, |M|)
-            sub = out[..., idx, :]
-            sub[..., pat] = vals + shift[pat]
-            out[..., idx, :] = sub
-        return {"x_mis": out}
-
-    return Model(
-        log_joint,
+    data = {"X": Xc, "shift": shift, "mask": mask, "rows": rows, "n_complete": Xcomp.shape[0]}
+    parts = _Parts(
+        Xc[rows], Xcomp.sum(axis=0), Xcomp.T @ Xcomp, patterns,
+        tuple(np.flatnonzero(which == p) for p in range(patterns.shape[0])), Memo(_pattern_blocks, ("mu", "Sigma")),
+    )
+    return ready_model(
+        *bind(parts, _log_joint, _exact_estep, _mstep, _sufficient_stats, _loglik, _posterior_sampler, _grad_params),
         params={"mu": C.real(shape=d), "Sigma": C.positive_definite(d)},
         latents={"x_mis": Continuous(C.real, shape=(R, d), unit=True, init=_initial_latent(mask, shift))},
-        data=data,
-        init=init,
-        exact_estep=exact_estep,
-        mstep=mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        grad_params=grad_params,
-        n_obs=N,
-        conditionals={"x_mis": conditional},
-        name=f"missing_normal(d={d}, {int(miss.sum())} missing in {R} rows, {len(groups)} patterns)",
+        data=data, init=init, n_obs=N, conditionals={"x_mis": partial(_conditional, parts)},
+        name=f"missing_normal(d={d}, {int(miss.sum())} missing in {R} rows, {patterns.shape[0]} patterns)",
     )
 
 
 def _initial_latent(mask, shift):
     """Chains start at the observed column means in the missing cells, 0 in the padding."""
     return np.where(mask, shift, 0.0)
+
+
+# --------------------------------------------------------------------------- the model's functions
+class _Parts(NamedTuple):
+    """Derived once from the data, taken first by the model's functions."""
+
+    Xu: np.ndarray  # (R, d): the rows with missing values, centred, 0 in the missing cells
+    comp_T1: np.ndarray  # sum of the complete rows (centred)
+    comp_T2: np.ndarray  # their sum of outer products
+    patterns: np.ndarray  # (P, d): the distinct missingness masks
+    groups: tuple  # the latent units of each pattern
+    blocks: Memo  # of _pattern_blocks
+
+
+def _centred(theta, data):
+    return np.asarray(theta["mu"], dtype=float) - data["shift"], np.asarray(theta["Sigma"], dtype=float)
+
+
+def _complete_loglik(parts, m, L, logdet, data):
+    """log density of the complete rows (free of the latents)."""
+    n_comp, d = data["n_complete"], m.size
+    if n_comp == 0:
+        return 0.0
+    T1, T2 = parts.comp_T1, parts.comp_T2
+    S = T2 - np.outer(T1, m) - np.outer(m, T1) + n_comp * np.outer(m, m)
+    Linv = np.linalg.solve(L, np.eye(d))
+    return -0.5 * (n_comp * (d * _LOG_2PI + logdet) + float(np.sum((Linv @ S) * Linv)))
+
+
+def _pattern_blocks(theta, data, parts):
+    """Per pattern: (rows, missing mask, centred conditional means (n_p, |M|), covariance, its Cholesky).
+
+    Memoised per model for the last theta: the exact sampler asks for them once per draw."""
+    m, S = _centred(theta, data)
+    out = []
+    for pat, idx in zip(parts.patterns, parts.groups, strict=True):  # a loop over missingness patterns
+        o = ~pat
+        S_oo = S[np.ix_(o, o)]
+        S_mo = S[np.ix_(pat, o)]
+        K = np.linalg.solve(S_oo, S_mo.T).T  # Sigma_MO Sigma_OO^-1
+        mean = m[pat] + (parts.Xu[idx][:, o] - m[o]) @ K.T
+        cov = S[np.ix_(pat, pat)] - K @ S_mo.T
+        cov = 0.5 * (cov + cov.T)
+        out.append((idx, pat, mean, cov, np.linalg.cholesky(cov)))
+    return out
+
+
+def _loglik(parts, theta, data):
+    m, S = _centred(theta, data)
+    L, logdet = _cholesky_logdet(S)
+    total = _complete_loglik(parts, m, L, logdet, data)
+    for pat, idx in zip(parts.patterns, parts.groups, strict=True):  # a loop over missingness patterns
+        o = ~pat
+        Lo, ld = _cholesky_logdet(S[np.ix_(o, o)])
+        w = np.linalg.solve(Lo, (parts.Xu[idx][:, o] - m[o]).T)
+        total += -0.5 * (idx.size * (o.sum() * _LOG_2PI + ld) + float(np.sum(w * w)))
+    return total
+
+
+def _exact_estep(parts, theta, data):
+    d = parts.Xu.shape[1]
+    T1, T2 = parts.comp_T1.copy(), parts.comp_T2.copy()
+    filled = parts.Xu.copy()
+    extra = np.zeros((d, d))
+    for idx, pat, mean, cov, _ in parts.blocks(theta, data, parts):
+        sub = filled[idx]
+        sub[:, pat] = mean
+        filled[idx] = sub
+        extra[np.ix_(pat, pat)] += idx.size * cov
+    T1 += filled.sum(axis=0)
+    T2 += filled.T @ filled + extra
+    return {"T1": T1, "T2": T2}, _loglik(parts, theta, data)
+
+
+def _fill(parts, z, data):
+    """Centred complete rows (..., R, d): the observed values, the latents in the missing cells."""
+    return np.where(data["mask"], np.asarray(z, dtype=float) - data["shift"], parts.Xu)
+
+
+def _sufficient_stats(parts, z, data):
+    Xf = _fill(parts, np.asarray(z["x_mis"], dtype=float).reshape((-1,) + parts.Xu.shape), data)
+    B = Xf.shape[0]
+    return {
+        "T1": parts.comp_T1 + Xf.sum(axis=(0, 1)) / B,
+        "T2": parts.comp_T2 + np.einsum("bni,bnj->ij", Xf, Xf) / B,
+    }
+
+
+def _mstep(parts, stats, data):
+    N = data["X"].shape[0]
+    T1, T2 = np.asarray(stats["T1"], dtype=float), np.asarray(stats["T2"], dtype=float)
+    m = T1 / N
+    S = T2 / N - np.outer(m, m)
+    return {"mu": m + data["shift"], "Sigma": 0.5 * (S + S.T)}
+
+
+def _unit_terms(parts, theta, z, data):
+    """Per unit: log N(full row | mu, Sigma) + the padding's N(0, 1) log density. (..., R)."""
+    zz = np.asarray(z["x_mis"], dtype=float)
+    m, S = _centred(theta, data)
+    d = m.size
+    L, logdet = _cholesky_logdet(S)
+    r = _fill(parts, zz, data) - m
+    w = np.linalg.solve(L, np.moveaxis(r, -1, 0).reshape(d, -1)).reshape((d,) + r.shape[:-1])
+    row = -0.5 * (np.sum(w * w, axis=0) + logdet + d * _LOG_2PI)
+    pad = -0.5 * np.sum(np.where(data["mask"], 0.0, zz * zz + _LOG_2PI), axis=-1)
+    return row + pad, (m, L, logdet)
+
+
+def _log_joint(parts, theta, z, data):
+    terms, (m, L, logdet) = _unit_terms(parts, theta, z, data)
+    return terms.sum(axis=-1) + _complete_loglik(parts, m, L, logdet, data)
+
+
+def _conditional(parts, theta, z, data):
+    return _unit_terms(parts, theta, z, data)[0]
+
+
+def _grad_params(parts, theta, z, data):
+    N = data["X"].shape[0]
+    Xf = _fill(parts, np.asarray(z["x_mis"], dtype=float), data)
+    m, S = _centred(theta, data)
+    d = m.size
+    P = np.linalg.inv(S)
+    batch = Xf.shape[:-2]
+    sum1 = parts.comp_T1 + Xf.sum(axis=-2)  # (..., d)
+    sum2 = parts.comp_T2 + np.einsum("...ni,...nj->...ij", Xf, Xf)
+    scatter = sum2 - sum1[..., :, None] * m - m[:, None] * sum1[..., None, :] + N * np.outer(m, m)
+    g_mu = (sum1 - N * m) @ P
+    g_S = 0.5 * (P @ scatter @ P - N * np.broadcast_to(P, batch + (d, d)))
+    return {"mu": g_mu, "Sigma": g_S}
+
+
+def _posterior_sampler(parts, theta, data, rng, batch=()):
+    shift = data["shift"]
+    batch = tuple(batch)
+    out = rng.standard_normal(batch + parts.Xu.shape)  # padding: N(0, 1)
+    for idx, pat, mean, _, Lc in parts.blocks(theta, data, parts):
+        eps = rng.standard_normal(batch + (idx.size, int(pat.sum())))
+        vals = mean + eps @ Lc.T  # (..., n_p, |M|)
+        sub = out[..., idx, :]
+        sub[..., pat] = vals + shift[pat]
+        out[..., idx, :] = sub
+    return {"x_mis": out}

@@ -28,6 +28,8 @@ joint returns one term per pump. Everything is conjugate:
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from scipy import optimize
 from scipy.special import digamma, gammaln, polygamma
@@ -35,6 +37,7 @@ from scipy.special import digamma, gammaln, polygamma
 from .. import constraints as C
 from .._validation import as_generator
 from ..model import Continuous, Model
+from ._common import ready_model
 
 __all__ = ["pump_failures", "pumps_mle", "pumps_loglik", "PUMP_FAILURES", "PUMP_TIMES"]
 
@@ -163,61 +166,64 @@ def pump_failures(failures=PUMP_FAILURES, times=PUMP_TIMES, init=None) -> Model:
     y, t = _check_data(failures, times)
     n = y.size
     const = y * np.log(t) - gammaln(y + 1)  # Poisson terms free of the parameters and latents
-
-    def log_joint(theta, z, data):
-        a, b = theta["alpha"], theta["beta"]
-        lam = z["lambda"]
-        with np.errstate(divide="ignore"):
-            loglam = np.log(lam)
-        return (
-            a * np.log(b) - gammaln(a) + (a - 1.0 + y) * loglam - (b + t) * lam + const
-        )
-
-    def exact_estep(theta, data):
-        a, b = float(theta["alpha"]), float(theta["beta"])
-        s1 = np.mean((a + y) / (b + t))
-        s2 = np.mean(digamma(a + y) - np.log(b + t))
-        return {"mean_lambda": s1, "mean_log_lambda": s2}, float(np.sum(_nb_terms(a, b, y, t)))
-
-    def sufficient_stats(z, data):
-        lam = np.asarray(z["lambda"], dtype=float)
-        return {"mean_lambda": float(lam.mean()), "mean_log_lambda": float(np.log(lam).mean())}
-
-    def mstep(stats, data):
-        s1, s2 = float(stats["mean_lambda"]), float(stats["mean_log_lambda"])
-        a = _solve_alpha(np.log(s1) - s2)
-        return {"alpha": np.array(a), "beta": np.array(a / s1)}
-
-    def loglik(theta, data):
-        return float(np.sum(_nb_terms(float(theta["alpha"]), float(theta["beta"]), y, t)))
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        rng = as_generator(rng)
-        a, b = float(theta["alpha"]), float(theta["beta"])
-        shape = tuple(batch) + (n,)
-        return {"lambda": rng.gamma(np.broadcast_to(a + y, shape), 1.0 / (b + t))}
-
-    def grad_params(theta, z, data):
-        a, b = theta["alpha"], theta["beta"]
-        lam = np.asarray(z["lambda"], dtype=float)
-        return {
-            "alpha": n * (np.log(b) - digamma(a)) + np.log(lam).sum(axis=-1),
-            "beta": n * a / b - lam.sum(axis=-1),
-        }
-
     init = {"alpha": 1.0, "beta": 1.0} if init is None else init
-    return Model(
-        log_joint,
+    return ready_model(
+        partial(_log_joint, const), _exact_estep, _mstep, _sufficient_stats, _loglik, _posterior_sampler,
+        _grad_params,
         params={"alpha": C.positive, "beta": C.positive},
         latents={"lambda": Continuous(C.positive, shape=n, unit=True, init=(y + 0.5) / t)},
-        data={"failures": y, "times": t},
-        init=init,
-        exact_estep=exact_estep,
-        mstep=mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        grad_params=grad_params,
-        n_obs=n,
-        name="pump_failures",
+        data={"failures": y, "times": t}, init=init, n_obs=n, name="pump_failures",
     )
+
+
+# --------------------------------------------------------------------------- the model's functions
+def _log_joint(const, theta, z, data):
+    y, t = data["failures"], data["times"]
+    a, b = theta["alpha"], theta["beta"]
+    lam = z["lambda"]
+    with np.errstate(divide="ignore"):
+        loglam = np.log(lam)
+    return (
+        a * np.log(b) - gammaln(a) + (a - 1.0 + y) * loglam - (b + t) * lam + const
+    )
+
+
+def _exact_estep(theta, data):
+    y, t = data["failures"], data["times"]
+    a, b = float(theta["alpha"]), float(theta["beta"])
+    s1 = np.mean((a + y) / (b + t))
+    s2 = np.mean(digamma(a + y) - np.log(b + t))
+    return {"mean_lambda": s1, "mean_log_lambda": s2}, float(np.sum(_nb_terms(a, b, y, t)))
+
+
+def _sufficient_stats(z, data):
+    lam = np.asarray(z["lambda"], dtype=float)
+    return {"mean_lambda": float(lam.mean()), "mean_log_lambda": float(np.log(lam).mean())}
+
+
+def _mstep(stats, data):
+    s1, s2 = float(stats["mean_lambda"]), float(stats["mean_log_lambda"])
+    a = _solve_alpha(np.log(s1) - s2)
+    return {"alpha": np.array(a), "beta": np.array(a / s1)}
+
+
+def _loglik(theta, data):
+    return float(np.sum(_nb_terms(float(theta["alpha"]), float(theta["beta"]), data["failures"], data["times"])))
+
+
+def _posterior_sampler(theta, data, rng, batch=()):
+    y, t = data["failures"], data["times"]
+    rng = as_generator(rng)
+    a, b = float(theta["alpha"]), float(theta["beta"])
+    shape = tuple(batch) + (y.size,)
+    return {"lambda": rng.gamma(np.broadcast_to(a + y, shape), 1.0 / (b + t))}
+
+
+def _grad_params(theta, z, data):
+    a, b = theta["alpha"], theta["beta"]
+    lam = np.asarray(z["lambda"], dtype=float)
+    n = data["failures"].size
+    return {
+        "alpha": n * (np.log(b) - digamma(a)) + np.log(lam).sum(axis=-1),
+        "beta": n * a / b - lam.sum(axis=-1),
+    }

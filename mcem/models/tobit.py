@@ -31,13 +31,18 @@ directly with scipy: the oracle.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
 import numpy as np
 from scipy import optimize, stats
 from scipy.special import log_ndtr, ndtri_exp
 
 from .. import constraints as C
 from .._validation import as_generator
+from ..datasets import load_motorette
 from ..model import Continuous, Model
+from ._common import bind, ready_model
 
 __all__ = ["tobit", "tobit_mle", "tobit_loglik", "motorette", "motorette_data", "SCHMEE_HAHN_1979"]
 
@@ -86,10 +91,10 @@ def _check_inputs(y, X, censored):
 def tobit_loglik(beta, sigma, y, X, censored) -> float:
     """The censored-data log-likelihood (natural logs, density of y on its own scale)."""
     y, X, cens = _check_inputs(y, X, censored)
-    return _loglik(np.asarray(beta, dtype=float), float(sigma), y, X, cens)
+    return _censored_loglik(np.asarray(beta, dtype=float), float(sigma), y, X, cens)
 
 
-def _loglik(beta, sigma, y, X, cens):
+def _censored_loglik(beta, sigma, y, X, cens):
     r = (y - X @ beta) / sigma
     obs = -0.5 * (_LOG_2PI + r[~cens] ** 2) - np.log(sigma)
     return float(obs.sum() + log_ndtr(-r[cens]).sum())
@@ -115,7 +120,7 @@ def tobit_mle(y, X, censored) -> dict:
     p = X.shape[1]
 
     def negll(v):
-        return -_loglik(v[:p], np.exp(v[p]), y, X, cens)
+        return -_censored_loglik(v[:p], np.exp(v[p]), y, X, cens)
 
     def grad(v):
         beta, s = v[:p], np.exp(v[p])
@@ -181,114 +186,123 @@ def tobit(y, X, censored, init=None, name="tobit") -> Model:
     y, X, cens = _check_inputs(y, X, censored)
     n, p = X.shape
     obs = ~cens
-    y_obs, X_obs = y[obs], X[obs]
-    c, X_c = y[cens], X[cens]
-    n_c = int(cens.sum())
-    XtX = X.T @ X
-    XtX_inv = np.linalg.inv(XtX)
-    Xty_obs = X_obs.T @ y_obs
-    yty_obs = float(y_obs @ y_obs)
-
-    def _obs_terms(beta, sigma):
-        """Sum of the observed units' log densities: shape of the batch of theta (scalar)."""
-        r = (y_obs - X_obs @ beta) / sigma
-        return -0.5 * float(np.sum(r * r)) - y_obs.size * (0.5 * _LOG_2PI + np.log(sigma))
-
-    def conditional(theta, z, data):
-        beta, sigma = theta["beta"], float(theta["sigma"])
-        r = (c + z["excess"] - X_c @ beta) / sigma
-        return -0.5 * (_LOG_2PI + r * r) - np.log(sigma)
-
-    def log_joint(theta, z, data):
-        beta, sigma = theta["beta"], float(theta["sigma"])
-        return conditional(theta, z, data).sum(axis=-1) + _obs_terms(beta, sigma)
-
-    def _moments(theta):
-        beta, sigma = np.asarray(theta["beta"], dtype=float), float(theta["sigma"])
-        mu = X_c @ beta
-        a = (c - mu) / sigma
-        h = np.exp(stats.norm.logpdf(a) - log_ndtr(-a))  # inverse Mills ratio, stable in the tail
-        m1 = mu + sigma * h
-        m2 = mu * mu + 2 * mu * sigma * h + sigma * sigma * (1 + a * h)
-        return m1, m2
-
-    def exact_estep(theta, data):
-        m1, m2 = _moments(theta)
-        stats_ = {"Xty": Xty_obs + X_c.T @ m1, "yty": yty_obs + float(m2.sum())}
-        return stats_, _loglik(np.asarray(theta["beta"], float), float(theta["sigma"]), y, X, cens)
-
-    def sufficient_stats(zz, data):
-        e = np.asarray(zz["excess"], dtype=float).reshape(-1, n_c)
-        yc = c + e  # (draws, n_c)
-        return {
-            "Xty": Xty_obs + X_c.T @ yc.mean(axis=0),
-            "yty": yty_obs + float(np.mean(np.sum(yc * yc, axis=1))),
-        }
-
-    def mstep(stats_, data):
-        Xty = np.asarray(stats_["Xty"], dtype=float)
-        beta = XtX_inv @ Xty
-        s2 = (float(stats_["yty"]) - float(beta @ Xty)) / n
-        return {"beta": beta, "sigma": np.array(np.sqrt(max(s2, 1e-300)))}
-
-    def loglik(theta, data):
-        return _loglik(np.asarray(theta["beta"], float), float(theta["sigma"]), y, X, cens)
-
-    def posterior_sampler(theta, data, rng, batch=()):
-        rng = as_generator(rng)
-        beta, sigma = np.asarray(theta["beta"], dtype=float), float(theta["sigma"])
-        mu = X_c @ beta
-        a = (c - mu) / sigma
-        shape = tuple(batch) + (n_c,)
-        # inverse CDF of the upper tail in log space: t = -Phi^-1(u Phi(-a)) > a, exact and
-        # stable far into the tail (scipy.stats.truncnorm gives the same law, at many times the
-        # per-call cost, and the exact kernel calls this once per MCMC step)
-        u = 1.0 - rng.random(shape)  # in (0, 1]
-        t_std = -ndtri_exp(np.log(u) + log_ndtr(-a))
-        draw = mu + sigma * np.maximum(t_std, a)
-        return {"excess": np.maximum(draw - c, np.finfo(float).tiny)}
-
-    def grad_params(theta, z, data):
-        beta, sigma = np.asarray(theta["beta"], dtype=float), theta["sigma"]
-        e = np.asarray(z["excess"], dtype=float)
-        rc = c + e - X_c @ beta  # (..., n_c)
-        ro = y_obs - X_obs @ beta
-        gb = (rc @ X_c + ro @ X_obs) / sigma**2
-        ss = np.sum(rc * rc, axis=-1) + float(ro @ ro)
-        gs = ss / sigma**3 - n / sigma
-        return {"beta": gb, "sigma": gs}
-
+    parts = _Parts(y[obs], X[obs], y[cens], X[cens], np.linalg.inv(X.T @ X), X[obs].T @ y[obs],
+                   float(y[obs] @ y[obs]))
     if init is None:
-        b0 = np.linalg.lstsq(X_obs, y_obs, rcond=None)[0]
-        s0 = max(float(np.std(y_obs - X_obs @ b0)), 1e-3)
+        b0 = np.linalg.lstsq(parts.X_obs, parts.y_obs, rcond=None)[0]
+        s0 = max(float(np.std(parts.y_obs - parts.X_obs @ b0)), 1e-3)
         init = {"beta": b0, "sigma": s0}
     # start the chains at a plausible excess (one residual standard deviation)
     s_init = np.asarray(init.get("sigma", 1.0), dtype=float) if isinstance(init, dict) else np.array(1.0)
-    e0 = np.full(n_c, float(s_init) if s_init.size == 1 and s_init > 0 else 1.0)
-    return Model(
-        log_joint,
+    e0 = np.full(parts.c.size, float(s_init) if s_init.size == 1 and s_init > 0 else 1.0)
+    return ready_model(
+        *bind(parts, _log_joint, _exact_estep, _mstep, _sufficient_stats, _posterior_sampler, _grad_params),
+        _loglik,
         params={"beta": C.real(shape=p), "sigma": C.positive},
-        latents={"excess": Continuous(C.positive, shape=n_c, unit=True, init=e0)},
-        data={"y": y, "X": X, "censored": cens},
-        init=init,
-        exact_estep=exact_estep,
-        mstep=mstep,
-        sufficient_stats=sufficient_stats,
-        loglik=loglik,
-        posterior_sampler=posterior_sampler,
-        grad_params=grad_params,
-        conditionals={"excess": conditional},
-        n_obs=n,
-        name=name,
+        latents={"excess": Continuous(C.positive, shape=parts.c.size, unit=True, init=e0)},
+        data={"y": y, "X": X, "censored": cens}, init=init, n_obs=n, name=name,
+        conditionals={"excess": partial(_conditional, parts)},
     )
+
+
+# --------------------------------------------------------------------------- the model's functions
+class _Parts(NamedTuple):
+    """Derived once from the data (observed and censored units apart), taken first by the
+    model's functions; the censored part may be empty."""
+
+    y_obs: np.ndarray
+    X_obs: np.ndarray
+    c: np.ndarray  # the censoring points
+    X_c: np.ndarray
+    XtX_inv: np.ndarray
+    Xty_obs: np.ndarray
+    yty_obs: float
+
+
+def _obs_terms(parts, beta, sigma):
+    """Sum of the observed units' log densities: shape of the batch of theta (scalar)."""
+    r = (parts.y_obs - parts.X_obs @ beta) / sigma
+    return -0.5 * float(np.sum(r * r)) - parts.y_obs.size * (0.5 * _LOG_2PI + np.log(sigma))
+
+
+def _conditional(parts, theta, z, data):
+    beta, sigma = theta["beta"], float(theta["sigma"])
+    r = (parts.c + z["excess"] - parts.X_c @ beta) / sigma
+    return -0.5 * (_LOG_2PI + r * r) - np.log(sigma)
+
+
+def _log_joint(parts, theta, z, data):
+    beta, sigma = theta["beta"], float(theta["sigma"])
+    return _conditional(parts, theta, z, data).sum(axis=-1) + _obs_terms(parts, beta, sigma)
+
+
+def _moments(parts, theta):
+    beta, sigma = np.asarray(theta["beta"], dtype=float), float(theta["sigma"])
+    mu = parts.X_c @ beta
+    a = (parts.c - mu) / sigma
+    h = np.exp(stats.norm.logpdf(a) - log_ndtr(-a))  # inverse Mills ratio, stable in the tail
+    m1 = mu + sigma * h
+    m2 = mu * mu + 2 * mu * sigma * h + sigma * sigma * (1 + a * h)
+    return m1, m2
+
+
+def _loglik(theta, data):
+    beta, sigma = np.asarray(theta["beta"], float), float(theta["sigma"])
+    return _censored_loglik(beta, sigma, data["y"], data["X"], data["censored"])
+
+
+def _exact_estep(parts, theta, data):
+    m1, m2 = _moments(parts, theta)
+    stats_ = {"Xty": parts.Xty_obs + parts.X_c.T @ m1, "yty": parts.yty_obs + float(m2.sum())}
+    return stats_, _loglik(theta, data)
+
+
+def _sufficient_stats(parts, zz, data):
+    e = np.asarray(zz["excess"], dtype=float).reshape(-1, parts.c.size)
+    yc = parts.c + e  # (draws, n_c)
+    return {
+        "Xty": parts.Xty_obs + parts.X_c.T @ yc.mean(axis=0),
+        "yty": parts.yty_obs + float(np.mean(np.sum(yc * yc, axis=1))),
+    }
+
+
+def _mstep(parts, stats_, data):
+    Xty = np.asarray(stats_["Xty"], dtype=float)
+    beta = parts.XtX_inv @ Xty
+    s2 = (float(stats_["yty"]) - float(beta @ Xty)) / data["y"].size
+    return {"beta": beta, "sigma": np.array(np.sqrt(max(s2, 1e-300)))}
+
+
+def _posterior_sampler(parts, theta, data, rng, batch=()):
+    rng = as_generator(rng)
+    beta, sigma = np.asarray(theta["beta"], dtype=float), float(theta["sigma"])
+    mu = parts.X_c @ beta
+    a = (parts.c - mu) / sigma
+    shape = tuple(batch) + (parts.c.size,)
+    # inverse CDF of the upper tail in log space: t = -Phi^-1(u Phi(-a)) > a, exact and
+    # stable far into the tail (scipy.stats.truncnorm gives the same law, at many times the
+    # per-call cost, and the exact kernel calls this once per MCMC step)
+    u = 1.0 - rng.random(shape)  # in (0, 1]
+    t_std = -ndtri_exp(np.log(u) + log_ndtr(-a))
+    draw = mu + sigma * np.maximum(t_std, a)
+    return {"excess": np.maximum(draw - parts.c, np.finfo(float).tiny)}
+
+
+def _grad_params(parts, theta, z, data):
+    beta, sigma = np.asarray(theta["beta"], dtype=float), theta["sigma"]
+    e = np.asarray(z["excess"], dtype=float)
+    rc = parts.c + e - parts.X_c @ beta  # (..., n_c)
+    ro = parts.y_obs - parts.X_obs @ beta
+    gb = (rc @ parts.X_c + ro @ parts.X_obs) / sigma**2
+    ss = np.sum(rc * rc, axis=-1) + float(ro @ ro)
+    gs = ss / sigma**3 - data["y"].size / sigma
+    return {"beta": gb, "sigma": gs}
 
 
 def motorette_data(data=None) -> dict:
     """The motorette design: ``y = log10(hours)``, ``X = (1, 1000 / (temp + 273.2))``,
     ``censored`` (True where ``cens == 0``), from :func:`mcem.datasets.load_motorette` by default."""
     if data is None:
-        from ..datasets import load_motorette
-
         data = load_motorette()
     for k in ("temp", "time", "cens"):
         if k not in data:
