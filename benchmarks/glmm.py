@@ -29,7 +29,7 @@ import numpy as np
 from scipy import optimize
 
 import mcem
-from mcem.models.glmm import fit_quadrature, random_intercept_glmm
+from mcem.models.random_intercept import fit_quadrature, random_intercept_glmm
 
 THETA0 = {"beta": np.array([0.0, 0.0]), "sigma": 0.5}
 

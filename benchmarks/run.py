@@ -27,7 +27,7 @@ import numpy as np
 
 import mcem
 from mcem import mstep
-from mcem.models.gaussian_mixture import initial_params
+from mcem.models.mixture import initial_params
 
 
 def _data(N, d, K, seed=0):

@@ -7,7 +7,7 @@ Simulates 100 groups x 10 binary responses from
 with beta = (-0.5, 1.0, -0.5) and sigma = 1 (fixed seed), fits it by MCEM with the default settings
 (per-group random-walk Metropolis E step, ascent-based sample size and stopping rule), and prints
 the estimates, Louis standard errors and Monte Carlo errors next to the maximum-likelihood oracle,
-adaptive Gauss-Hermite quadrature (``mcem.models.glmm.fit_quadrature``). Writes a PNG of the
+adaptive Gauss-Hermite quadrature (``mcem.models.random_intercept.fit_quadrature``). Writes a PNG of the
 parameter paths with the MLE overlaid. Usage::
 
     python examples/glmm_logit.py [--out glmm_logit.png] [--seed 1] [--groups 100] [--per-group 10]
@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import mcem  # noqa: E402
-from mcem.models import glmm  # noqa: E402
+from mcem.models import random_intercept as ri  # noqa: E402
 
 TRUTH = {"beta": [-0.5, 1.0, -0.5], "sigma": 1.0}
 DATA_SEED = 2024
@@ -32,7 +32,7 @@ DATA_SEED = 2024
 
 def simulate(n_groups=100, n_per_group=10, data_seed=DATA_SEED):
     """The simulated data set: dict with X (intercept and two N(0, 1) covariates), y, group."""
-    return glmm.simulate_random_intercept(
+    return ri.simulate_random_intercept(
         n_groups, n_per_group, TRUTH["beta"], TRUTH["sigma"], "logit", rng=data_seed
     )
 
@@ -45,18 +45,18 @@ def run(n_groups=100, n_per_group=10, seed=1, out="glmm_logit.png", data_seed=DA
     """
     data = simulate(n_groups, n_per_group, data_seed)
     X, y, group = data["X"], data["y"], data["group"]
-    oracle = glmm.fit_quadrature(X, y, group, "logit")
-    model = glmm.random_intercept_glmm(X, y, group, "logit")
+    oracle = ri.fit_quadrature(X, y, group, "logit")
+    model = ri.random_intercept_glmm(X, y, group, "logit")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # short early E steps trigger R-hat notes; the table reports the outcome
         warnings.simplefilter("ignore", mcem.MonteCarloWarning)
         result = mcem.fit(model, method="mcem", rng=seed, **options)
-        comparison = glmm.compare_to_quadrature(result, oracle)
+        comparison = ri.compare_to_quadrature(result, oracle)
     print(f"random-intercept logit: {n_groups} groups x {n_per_group} observations")
     print(comparison)
     print(f"total with standard errors: {time.perf_counter() - t0:.1f} s; {result.message}")
-    fig = glmm.plot_with_oracle(result, oracle)
+    fig = ri.plot_with_oracle(result, oracle)
     if out:
         fig.savefig(out, dpi=80)
         print(f"wrote {out}")

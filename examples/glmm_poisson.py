@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 import mcem  # noqa: E402
-from mcem.models import glmm  # noqa: E402
+from mcem.models import random_intercept as ri  # noqa: E402
 
 TRUTH = {"beta": [0.5, 0.3, -0.2], "sigma": 0.6}
 DATA_SEED = 2025
@@ -35,7 +35,7 @@ def simulate(n_groups=100, n_per_group=10, data_seed=DATA_SEED):
     """The simulated data set: dict with X, y, group and offset (log exposure)."""
     rng = np.random.default_rng(data_seed)
     exposure = rng.uniform(0.5, 2.0, size=n_groups * n_per_group)
-    return glmm.simulate_random_intercept(
+    return ri.simulate_random_intercept(
         n_groups, n_per_group, TRUTH["beta"], TRUTH["sigma"], "poisson", rng=rng, offset=np.log(exposure)
     )
 
@@ -48,18 +48,18 @@ def run(n_groups=100, n_per_group=10, seed=1, out="glmm_poisson.png", data_seed=
     """
     data = simulate(n_groups, n_per_group, data_seed)
     X, y, group, offset = data["X"], data["y"], data["group"], data["offset"]
-    oracle = glmm.fit_quadrature(X, y, group, "poisson", offset=offset)
-    model = glmm.random_intercept_glmm(X, y, group, "poisson", offset=offset)
+    oracle = ri.fit_quadrature(X, y, group, "poisson", offset=offset)
+    model = ri.random_intercept_glmm(X, y, group, "poisson", offset=offset)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # short early E steps trigger R-hat notes; the table reports the outcome
         warnings.simplefilter("ignore", mcem.MonteCarloWarning)
         result = mcem.fit(model, method="mcem", rng=seed, **options)
-        comparison = glmm.compare_to_quadrature(result, oracle)
+        comparison = ri.compare_to_quadrature(result, oracle)
     print(f"random-intercept Poisson with offset: {n_groups} groups x {n_per_group} observations")
     print(comparison)
     print(f"total with standard errors: {time.perf_counter() - t0:.1f} s; {result.message}")
-    fig = glmm.plot_with_oracle(result, oracle)
+    fig = ri.plot_with_oracle(result, oracle)
     if out:
         fig.savefig(out, dpi=80)
         print(f"wrote {out}")

@@ -23,13 +23,13 @@ import numpy as np
 matplotlib.use("Agg")
 
 import mcem  # noqa: E402
-from mcem.models import glmm  # noqa: E402
+from mcem.models import random_intercept as ri  # noqa: E402
 
 TRUTH = {"beta": [-0.5, 1.0], "sigma": 1.0}
 
 
 def simulate(n_groups, n_per_group=10, data_seed=2024):
-    return glmm.simulate_random_intercept(n_groups, n_per_group, TRUTH["beta"], TRUTH["sigma"], "logit",
+    return ri.simulate_random_intercept(n_groups, n_per_group, TRUTH["beta"], TRUTH["sigma"], "logit",
                                           rng=data_seed)
 
 
@@ -38,8 +38,8 @@ def run(n_groups=10_000, workers=2, iterations=10, seed=1, out="glmm_sharded.png
     ``same`` and ``figure``."""
     d = simulate(n_groups)
     X, y, group = d["X"], d["y"], d["group"]
-    oracle = glmm.fit_quadrature(X, y, group)
-    model = glmm.random_intercept_glmm(X, y, group)
+    oracle = ri.fit_quadrature(X, y, group)
+    model = ri.random_intercept_glmm(X, y, group)
     opts = dict(method="mcem", rng=seed, shards=workers, max_iter=iterations, progress=False)
     seconds, results = {}, {}
     with warnings.catch_warnings():
@@ -65,7 +65,7 @@ def run(n_groups=10_000, workers=2, iterations=10, seed=1, out="glmm_sharded.png
     print(f"quadrature standard errors: beta {np.round(oracle.se['beta'], 4)}, sigma {oracle.se['sigma']:.4f}")
     print(f"serial and sharded agree to the last bit: {same}; speed-up {seconds['serial'] / seconds['sharded']:.2f}x "
           "(the M step stays in this process)")
-    fig = glmm.plot_with_oracle(results["sharded"], oracle)
+    fig = ri.plot_with_oracle(results["sharded"], oracle)
     if out:
         fig.savefig(out, dpi=80)
         print(f"wrote {out}")

@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 import mcem  # noqa: E402
-from mcem.models import glmm  # noqa: E402
+from mcem.models import random_intercept as ri  # noqa: E402
 
 #: The maximum-likelihood estimates as quoted in the literature, to the digits quoted (beta, sigma^2).
 LITERATURE = {"beta": 6.13, "sigma2": 1.7}
@@ -48,14 +48,14 @@ def run(seed=1, out="mcculloch1997.png", **options):
     ``comparison`` (rows of estimates, SEs and Monte Carlo errors) and ``figure``.
     """
     x, y, group = data()
-    oracle = glmm.fit_quadrature(x, y, group, "logit")
-    model = glmm.random_intercept_glmm(x, y, group, "logit")
+    oracle = ri.fit_quadrature(x, y, group, "logit")
+    model = ri.random_intercept_glmm(x, y, group, "logit")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # short early E steps trigger R-hat notes; the table reports the outcome
         warnings.simplefilter("ignore", mcem.MonteCarloWarning)
         result = mcem.fit(model, method="mcem", rng=seed, **options)
-        comparison = glmm.compare_to_quadrature(result, oracle)
+        comparison = ri.compare_to_quadrature(result, oracle)
     print("McCulloch (1997) logit-normal data: 10 clusters x 15 binary responses")
     print(comparison)
     print(
@@ -63,7 +63,7 @@ def run(seed=1, out="mcculloch1997.png", **options):
         f"quadrature log-likelihood at the MLE {oracle.loglik:.4f}"
     )
     print(f"total with standard errors: {time.perf_counter() - t0:.1f} s; {result.message}")
-    fig = glmm.plot_with_oracle(result, oracle)
+    fig = ri.plot_with_oracle(result, oracle)
     if out:
         fig.savefig(out, dpi=80)
         print(f"wrote {out}")

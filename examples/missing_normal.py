@@ -23,7 +23,7 @@ import numpy as np
 matplotlib.use("Agg")
 
 import mcem  # noqa: E402
-from mcem.models.missing_normal import missing_normal  # noqa: E402
+from mcem.models.missing import missing_normal  # noqa: E402
 
 MU = np.array([1.0, -1.0, 2.0])
 SIGMA = np.array([[1.0, 0.6, 0.3], [0.6, 1.5, 0.5], [0.3, 0.5, 0.8]])

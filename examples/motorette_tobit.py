@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import mcem  # noqa: E402
-from mcem.models.tobit import SCHMEE_HAHN_1979, motorette, motorette_data, tobit_mle  # noqa: E402
+from mcem.models.censored import SCHMEE_HAHN_1979, motorette, motorette_data, tobit_mle  # noqa: E402
 
 
 def run(seed=1, out="motorette_tobit.png", data=None, **fit_options):

@@ -1,19 +1,41 @@
-"""mcem: maximum likelihood in latent-variable models by Monte Carlo EM."""
+"""mcem: maximum likelihood in latent-variable models by Monte Carlo EM.
 
-from . import constraints, datasets, diagnostics, io, kernels, models, plots
+The public names. ``mcem.model`` is the decorator of the model language (:mod:`mcem.lang`);
+``mcem.Model`` is the class every model is (:mod:`mcem.core`).
+"""
+
+from . import (
+    algorithms,
+    constraints,
+    core,
+    datasets,
+    derivatives,
+    diagnostics,
+    estep_factory,
+    inference,
+    io,
+    kernels,
+    lang,
+    models,
+    mstep,
+    plots,
+    schedules,
+    serial,
+)
 from . import distributions as dist
+from ._version import __version__
 from .algorithms import resume
-from .compare import Comparison, compare
+from .compare import Comparison, compare, compare_to_reference
+from .core import Continuous, Discrete, Model
 from .distributed import ShardedEStep
 from .estep import EStep
+from .estep_factory import make_estep
 from .exceptions import ConvergenceWarning, MonteCarloWarning
 from .fit import fit
+from .history import History
 from .io import load_result, save_result
-from .model import Continuous, Discrete, Model
-from .result import FitResult, History
-from .lang import model  # after .model: the name mcem.model is the decorator
-
-__version__ = "0.1.0"
+from .lang import model
+from .result import FitResult
 
 __all__ = [
     "Comparison",
@@ -23,21 +45,33 @@ __all__ = [
     "EStep",
     "FitResult",
     "History",
-    "ShardedEStep",
     "Model",
     "MonteCarloWarning",
+    "ShardedEStep",
+    "__version__",
+    "algorithms",
     "compare",
+    "compare_to_reference",
     "constraints",
+    "core",
     "datasets",
+    "derivatives",
     "diagnostics",
     "dist",
+    "estep_factory",
     "fit",
+    "inference",
     "io",
-    "load_result",
-    "save_result",
     "kernels",
+    "lang",
+    "load_result",
+    "make_estep",
     "model",
     "models",
+    "mstep",
     "plots",
     "resume",
+    "save_result",
+    "schedules",
+    "serial",
 ]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextvars
 import warnings
 
+from .exceptions import _KeyedWarning
+
 __all__ = ["WarningLog", "active_log"]
 
 _ACTIVE: contextvars.ContextVar[WarningLog | None] = contextvars.ContextVar("mcem_warning_log", default=None)
@@ -40,8 +42,6 @@ class WarningLog:
     def __enter__(self):
         self._catcher = warnings.catch_warnings(record=True)
         self._messages = self._catcher.__enter__()
-        from .exceptions import _KeyedWarning
-
         # every occurrence counts (the default action would show an identical text once);
         # appended, so that the caller's own filters for these warnings still come first
         warnings.simplefilter("always", _KeyedWarning, append=True)
@@ -96,8 +96,6 @@ class WarningLog:
 
 
 def _keyed(category) -> bool:
-    from .exceptions import _KeyedWarning
-
     return issubclass(category, _KeyedWarning)
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints of a running fit, written without pickle, and :func:`resume`.
+"""Checkpoints of a running fit, written without pickle (:func:`mcem.resume` reads them).
 
 A checkpoint holds everything a Monte Carlo fit needs to continue exactly where it stopped:
 the parameters, the history, the chains' states (positions, cached log densities, adapted
@@ -28,20 +28,15 @@ The user names one file, ``checkpoint="run.mcem"``. Beside it appear:
   temporary file, fsynced, renamed, the folder fsynced) before the main file that counts them.
   Each chunk records the SHA-256 of the previous chunk file, and the main file the SHA-256 of
   the last, so a missing, modified or foreign chunk is detected on load. ``token`` is random
-  per writer (per :func:`mcem.fit` or :func:`resume` call): a new run writing to the same path
+  per writer (per :func:`mcem.fit` or :func:`mcem.resume` call): a new run writing to the same path
   writes its own chunks and never touches the chunks the current main file refers to; once its
   first main file is in place, the older runs' chunks are removed.
 
-Nodes of the description: a JSON ``null``, boolean, number or string is that value; otherwise
-an object with ``"t"``: ``"d"`` (a dict: ``"v"``, a list of ``[key, node]``), ``"l"``/``"tu"``
-(a list/tuple: ``"v"``), ``"x"``/``"x0"`` (an inline array/numpy scalar: dtype ``"d"``, shape
-``"s"``, base64 bytes ``"b"``, ``"f": 1`` for Fortran order), ``"a"``/``"a0"`` (an array/numpy
-scalar in archive entry ``"k"``), ``"nt"`` (a state class by stable name ``"cls"``, fields
-``"f"``), ``"rng"`` (a Generator: bit generator ``"bitgen"``, its ``"state"``, the seed
-sequence ``"seq"``). The main file's description is ``{"format", "tree", "history"}`` with
-``history = {"token", "chunk_rows", "n_chunks", "last_sha256", "n_rows", "tail"}``; a chunk's
-is ``{"format": "mcem-checkpoint-chunk/2", "token", "index", "first_row", "prev_sha256",
-"rows"}``.
+The description's values are nodes in the checkpoint spelling of :mod:`mcem.serial.spelling`,
+encoded and decoded by the package's one serializer (:mod:`mcem.serial.codec`). The main file's
+description is ``{"format", "tree", "history"}`` with ``history = {"token", "chunk_rows",
+"n_chunks", "last_sha256", "n_rows", "tail"}``; a chunk's is ``{"format":
+"mcem-checkpoint-chunk/2", "token", "index", "first_row", "prev_sha256", "rows"}``.
 
 A write thus costs the same at every iteration (the loop state, at most 63 rows, and every 64th
 iteration one chunk), whatever the length of the history. Copy or move ``run.mcem`` together
@@ -52,43 +47,34 @@ left alone.
 
 Loading checks the archives' CRCs and the chunk hashes and rebuilds only plain values, arrays,
 numpy generators of numpy's own bit generators (PCG64, PCG64DXSM, Philox, SFC64, MT19937) and
-the chain-state named tuples listed in :data:`STATE_CLASSES`, looked up by a stable name: a
-file never names code to import or call. Anything else is a ``ValueError`` naming the file and
-the node (for example ``loop['state'].kernel_state``). Files of the previous format
+the chain-state named tuples of the allow-list (:mod:`mcem.serial.allowlist`; their stable names
+are the keys of :data:`STATE_CLASSES`), looked up by name: a file never names code to import or
+call. Anything else is a ``ValueError`` naming the file and the node (for example
+``loop['state'].kernel_state``). Files of the previous format
 ``"mcem-checkpoint/1"`` (one ``.npz`` with the whole history inline, classes written as
 ``module:qualname``) are still read, their classes only when they name one of the same classes.
 
-The model itself (user functions) cannot be stored without pickle, so :func:`resume` takes it
+The model itself (user functions) cannot be stored without pickle, so :func:`mcem.resume` takes it
 again and checks it against the stored fingerprint (older checkpoints: against the parameter and
 latent declarations only), then validates the stored state before the run continues.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import importlib
-import io
 import json
 import math
 import os
 import re
 import secrets
 import time
-import types
-import zipfile
 
-import numpy as np
-
-from ._validation import check_bool, check_positive_int
-from .serial import (
-    TMP_PREFIX,
-    fingerprint_differences,
-    fsync_directory,
-    model_fingerprint,
-    remove_leftovers,
-    write_atomic,
-)
+from .serial.allowlist import STATE_CLASSES
+from .serial.archive import ArchiveError, archive_bytes, read_archive
+from .serial.atomic import TMP_PREFIX, fsync_directory, remove_leftovers, write_atomic
+from .serial.codec import Decoder, Encoder, clone_generator
+from .serial.fingerprint import model_fingerprint
+from .serial.spelling import CHECKPOINT, MalformedNode
 
 __all__ = [
     "save_checkpoint",
@@ -96,6 +82,7 @@ __all__ = [
     "clone_generator",
     "CHECKPOINT_FORMAT",
     "STATE_CLASSES",
+    "CHUNK_ROWS",
 ]
 
 CHECKPOINT_FORMAT = "mcem-checkpoint/2"
@@ -106,302 +93,46 @@ _META = "__checkpoint__.json"
 _INLINE_BYTES = 1024  # arrays up to this size are stored inline in the JSON description
 _DIR_SYNC_SECONDS = 1.0  # the main file's folder is fsynced at most this often
 
-#: The named tuples a checkpoint may hold, by stable name: (module, class name). Only these are
-#: rebuilt on load; the module and class come from this table, never from the file. (MALA
-#: chains never reach a checkpoint: the kernel takes a user gradient function, which the
-#: checkpoint of the run's options refuses.)
-STATE_CLASSES = types.MappingProxyType({
-    "EStepState": ("mcem.estep", "EStepState"),
-    "ShardedState": ("mcem.distributed", "ShardedState"),
-    "ComposeState": ("mcem.kernels.compose", "ComposeState"),
-    "ExactState": ("mcem.kernels.compose", "ExactState"),
-    "RWMState": ("mcem.kernels.metropolis", "RWMState"),
-    "GibbsState": ("mcem.kernels.gibbs", "GibbsState"),
-    "EmceeState": ("mcem.kernels.ensemble", "EmceeState"),
-})
-_LEGACY_NAMES = {f"{m}:{q}": n for n, (m, q) in STATE_CLASSES.items()}  # format 1 spelling
-
-#: numpy's bit generators, the only ones a checkpoint may name.
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
-
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _CHUNK_FILE = re.compile(r"([0-9a-f]{16})-(\d{6})\.npz")
 _CHUNK_TMP = re.compile(re.escape(TMP_PREFIX) + r"[0-9a-f]{16}-\d{6}\.npz\.[0-9a-f]{12}\.tmp")
-
-
-def _state_class(name):
-    module, qualname = STATE_CLASSES[name]
-    return getattr(importlib.import_module(module), qualname)
-
-
-_CLASS_NAMES: dict = {}
-
-
-def _state_name(cls):
-    """The stable name of an allow-listed state class, or None."""
-    if not _CLASS_NAMES:
-        for n in STATE_CLASSES:
-            _CLASS_NAMES[_state_class(n)] = n
-    return _CLASS_NAMES.get(cls)
-
-
-class _Bad(ValueError):
-    """A malformed node: the message names where it is."""
-
-
-def _child(where, key):
-    return key if not where else f"{where}[{key!r}]"
-
-
-# --------------------------------------------------------------------------------------------
-# packing
-
-
-class _Packer:
-    """Python values -> a JSON tree of nodes plus a dict of arrays (archive entries).
-
-    Arrays of at most ``inline`` bytes are stored in the node itself (base64 of their bytes).
-    """
-
-    def __init__(self, prefix="a", inline=0):
-        self.arrays = {}
-        self.prefix = prefix
-        self.inline = inline
-
-    def _key(self):
-        return f"{self.prefix}{len(self.arrays)}"
-
-    def _array(self, a, scalar):
-        if a.nbytes <= self.inline:
-            fortran = a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
-            node = {"t": "x0" if scalar else "x", "d": a.dtype.str, "s": list(a.shape),
-                    "b": base64.b64encode(a.tobytes(order="F" if fortran else "C")).decode("ascii")}
-            if fortran:
-                node["f"] = 1
-            return node
-        k = self._key()
-        self.arrays[k] = a
-        return {"t": "a0" if scalar else "a", "k": k}
-
-    def pack(self, obj, where="state"):
-        t = type(obj)
-        if t is float or t is int or t is str or t is bool or obj is None:
-            return obj  # a plain JSON scalar is its own node
-        if t is dict:
-            if not all(type(k) is str for k in obj):
-                raise TypeError(f"checkpoint: {where} has non-string keys")
-            return {"t": "d", "v": [[k, self.pack(v, _child(where, k))] for k, v in obj.items()]}
-        if isinstance(obj, np.random.Generator):
-            name = type(obj.bit_generator).__name__
-            if name not in BIT_GENERATORS:
-                raise TypeError(f"checkpoint: {where} uses the bit generator {name}; only numpy's "
-                                f"{', '.join(BIT_GENERATORS)} are saved")
-            seq = obj.bit_generator.seed_seq
-            return {
-                "t": "rng",
-                "bitgen": name,
-                "state": obj.bit_generator.state,
-                "seq": {
-                    "entropy": seq.entropy,
-                    "spawn_key": list(seq.spawn_key),
-                    "pool_size": seq.pool_size,
-                    "n_children_spawned": seq.n_children_spawned,
-                },
-            }
-        if isinstance(obj, np.ndarray):
-            if obj.dtype.hasobject:
-                raise TypeError(f"checkpoint: {where} is an object array, which cannot be saved without pickle")
-            return self._array(obj, False)
-        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-            cls = type(obj)
-            name = _state_name(cls)
-            if name is None:
-                raise TypeError(
-                    f"checkpoint: {where} is a {cls.__qualname__} from {cls.__module__}; only mcem's "
-                    f"chain-state classes ({', '.join(STATE_CLASSES)}) are saved"
-                )
-            return {"t": "nt", "cls": name,
-                    "f": {f: self.pack(getattr(obj, f), f"{where}.{f}") for f in obj._fields}}
-        if isinstance(obj, dict):
-            if not all(isinstance(k, str) for k in obj):
-                raise TypeError(f"checkpoint: {where} has non-string keys")
-            return {"t": "d", "v": [[k, self.pack(v, _child(where, k))] for k, v in obj.items()]}
-        if isinstance(obj, list | tuple):
-            return {"t": "l" if isinstance(obj, list) else "tu",
-                    "v": [self.pack(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
-        if isinstance(obj, np.generic):
-            a = np.asarray(obj)
-            if a.dtype.hasobject:
-                raise TypeError(f"checkpoint: {where} is a numpy object, which cannot be saved without pickle")
-            return self._array(a, True)
-        for plain in (bool, int, float, str):  # subclasses (IntEnum, ...) as the plain type
-            if isinstance(obj, plain):
-                return plain(obj)
-        raise TypeError(
-            f"checkpoint: {where} is a {type(obj).__name__}, which cannot be saved without pickle "
-            "(checkpoints take plain options: numbers, strings, lists and dicts of them)"
-        )
 
 
 def _dumps(node) -> str:
     return json.dumps(node, separators=(",", ":"))
 
 
+def _encoder(prefix: str) -> Encoder:
+    return Encoder(CHECKPOINT, prefix=prefix, inline=_INLINE_BYTES)
+
+
 def _pack_items(items: dict, prefix: str) -> tuple[list, dict]:
     """Top-level entries -> their ``[key, node]`` JSON strings and arrays."""
     out, arrays = [], {}
     for i, (k, v) in enumerate(items.items()):
-        p = _Packer(f"{prefix}{i}_", _INLINE_BYTES)
-        out.append(f"[{_dumps(k)},{_dumps(p.pack(v, k))}]")
-        arrays.update(p.arrays)
+        enc = _encoder(f"{prefix}{i}_")
+        out.append(f"[{_dumps(k)},{_dumps(enc.field(k, v))}]")
+        arrays.update(enc.arrays)
     return out, arrays
-
-
-# --------------------------------------------------------------------------------------------
-# unpacking
-
-
-class _Unpacker:
-    """A JSON tree of nodes plus arrays -> Python values; any malformed node is a ``_Bad``."""
-
-    def __init__(self, arrays):
-        self.arrays = arrays
-
-    def _entry(self, node, where):
-        k = node.get("k")
-        if not isinstance(k, str) or k not in self.arrays:
-            raise _Bad(f"{where or 'the root'} refers to an array entry {k!r} the archive lacks")
-        return self.arrays[k]
-
-    @staticmethod
-    def _inline(node, where):
-        try:
-            dtype = np.dtype(node["d"])
-            shape = tuple(int(s) for s in node["s"])
-            raw = base64.b64decode(node["b"], validate=True)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _Bad(f"{where} is a malformed inline array ({type(exc).__name__}: {exc})") from None
-        if dtype.hasobject or dtype.fields is not None or any(s < 0 for s in shape):
-            raise _Bad(f"{where} is an inline array of dtype {dtype} and shape {shape}, which is not stored")
-        if len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
-            raise _Bad(f"{where}: inline array of {len(raw)} bytes for dtype {dtype} and shape {shape}")
-        return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if node.get("f") else "C").copy(
-            order="K")
-
-    def unpack(self, node, where=""):
-        if node is None or isinstance(node, bool | int | float | str):
-            return node
-        if not isinstance(node, dict):
-            raise _Bad(f"{where or 'the root'} is not a checkpoint node (a JSON {type(node).__name__})")
-        t = node.get("t")
-        if t == "a":
-            return np.array(self._entry(node, where))
-        if t == "a0":
-            return self._entry(node, where)[()]
-        if t == "x":
-            return self._inline(node, where)
-        if t == "x0":
-            return self._inline(node, where)[()]
-        if t == "s":
-            v = node.get("v")
-            if v is not None and not isinstance(v, bool | int | float | str):
-                raise _Bad(f"{where} is a scalar node holding a JSON {type(v).__name__}")
-            return v
-        if t in ("d", "l", "tu"):
-            v = node.get("v")
-            if not isinstance(v, list):
-                raise _Bad(f"{where or 'the root'} is a container node without a list of values")
-            if t == "d":
-                out = {}
-                for item in v:
-                    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-                        raise _Bad(f"{where or 'the root'} has a malformed dict item")
-                    out[item[0]] = self.unpack(item[1], _child(where, item[0]))
-                return out
-            items = [self.unpack(x, f"{where}[{i}]") for i, x in enumerate(v)]
-            return items if t == "l" else tuple(items)
-        if t == "nt":
-            return self._named_tuple(node, where)
-        if t == "rng":
-            return self._generator(node, where)
-        raise _Bad(f"{where or 'the root'} has an unknown node type {t!r}")
-
-    def _named_tuple(self, node, where):
-        name = node.get("cls")
-        key = name if isinstance(name, str) and name in STATE_CLASSES else _LEGACY_NAMES.get(name)
-        if key is None:
-            raise _Bad(
-                f"{where or 'the root'} names the class {name!r}, which is not one of mcem's chain-state "
-                f"classes ({', '.join(STATE_CLASSES)}); refusing to rebuild it"
-            )
-        cls = _state_class(key)
-        fields = node.get("f")
-        if not isinstance(fields, dict) or set(fields) != set(cls._fields):
-            got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
-            raise _Bad(f"{where} is a {key} with fields {got}, expected {list(cls._fields)}")
-        return cls(**{f: self.unpack(v, f"{where}.{f}") for f, v in fields.items()})
-
-    @staticmethod
-    def _generator(node, where):
-        name = node.get("bitgen")
-        if name not in BIT_GENERATORS:
-            raise _Bad(f"{where} names the bit generator {name!r}; only numpy's {', '.join(BIT_GENERATORS)} "
-                       "are rebuilt")
-        try:
-            s = node["seq"]
-            seq = np.random.SeedSequence(
-                entropy=s["entropy"], spawn_key=tuple(s["spawn_key"]), pool_size=s["pool_size"],
-                n_children_spawned=s["n_children_spawned"],
-            )
-            bitgen = getattr(np.random, name)(seq)
-            bitgen.state = node["state"]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise _Bad(f"{where} holds an invalid {name} generator state ({type(exc).__name__}: {exc})") from None
-        return np.random.Generator(bitgen)
-
-
-def clone_generator(rng: np.random.Generator) -> np.random.Generator:
-    """An independent copy of a numpy Generator: same bit-generator state and seed sequence, so
-    both produce the same numbers and spawn the same children."""
-    p = _Packer()
-    return _Unpacker(p.arrays).unpack(p.pack(rng, "rng"), "rng")
-
-
-# --------------------------------------------------------------------------------------------
-# archives
-
-
-def _npz_bytes(arrays: dict, meta: str) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays, **{_META: np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)})
-    return buf.getvalue()
 
 
 def _read_archive(raw: bytes) -> tuple[dict, dict]:
     """The JSON description and the arrays of a checkpoint archive (main file or chunk)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise _Bad(f"entry {bad!r} fails its CRC check (truncated or corrupted)")
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            if _META not in npz.files:
-                raise _Bad("it has no mcem checkpoint description (not an mcem checkpoint)")
-            arrays = {k: npz[k] for k in npz.files}
-    except _Bad:
-        raise
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise _Bad(f"it is truncated or corrupted: {type(exc).__name__}: {exc}") from exc
-    raw_meta = arrays.pop(_META)
-    try:
-        if raw_meta.dtype != np.uint8 or raw_meta.ndim != 1:
-            raise TypeError(f"the description is {raw_meta.dtype} of shape {raw_meta.shape}")
-        meta = json.loads(raw_meta.tobytes().decode("utf-8"))
-    except (TypeError, ValueError) as exc:
-        raise _Bad(f"its description is unreadable (truncated or corrupted): {type(exc).__name__}: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise _Bad("its description is not a JSON object (not an mcem checkpoint)")
-    return meta, arrays
+        return read_archive(raw, _META)
+    except ArchiveError as err:
+        if err.kind == "crc":
+            msg = f"entry {err.entry!r} fails its CRC check (truncated or corrupted)"
+        elif err.kind == "no_description":
+            msg = "it has no mcem checkpoint description (not an mcem checkpoint)"
+        elif err.kind == "description":
+            msg = (f"its description is unreadable (truncated or corrupted): "
+                   f"{type(err.cause).__name__}: {err.cause}")
+        elif err.kind == "not_object":
+            msg = "its description is not a JSON object (not an mcem checkpoint)"
+        else:
+            msg = f"it is truncated or corrupted: {type(err.cause).__name__}: {err.cause}"
+        raise MalformedNode(msg) from None
 
 
 def _history_dir(path: str) -> str:
@@ -438,7 +169,7 @@ class _Store:
             arrays.update(a)
         meta = (f'{{"format":"{CHUNK_FORMAT}","token":"{token}","index":{k},"first_row":{k * CHUNK_ROWS},'
                 f'"prev_sha256":"{prev_sha}","rows":[{",".join(j for j, _ in rows)}]}}')
-        data = _npz_bytes(arrays, meta)
+        data = archive_bytes(arrays, _META, meta)
         write_atomic(os.path.join(self.hdir, _chunk_name(token, k)), data)
         return hashlib.sha256(data).hexdigest()
 
@@ -457,8 +188,8 @@ class _Store:
                 token, n_rows, n_chunks, last = self.token, self.n_rows, self.n_chunks, self.last_sha
                 tail = list(self.tail)
             for i in range(n_rows, n):
-                p = _Packer(f"r{i}_", _INLINE_BYTES)
-                tail.append((_dumps(p.pack(history[i], f"history[{i}]")), p.arrays))
+                enc = _encoder(f"r{i}_")
+                tail.append((_dumps(enc.pack(history[i], f"history[{i}]")), enc.arrays))
                 if len(tail) == CHUNK_ROWS:
                     last = self._write_chunk(token, n_chunks, last, tail)
                     n_chunks, tail = n_chunks + 1, []
@@ -469,7 +200,7 @@ class _Store:
         meta = f'{{"format":"{CHECKPOINT_FORMAT}","tree":{{"t":"d","v":[{",".join(items)}]}},"history":{hist_json}}}'
         now = time.monotonic()
         sync_dir = now - self.dir_synced >= _DIR_SYNC_SECONDS
-        write_atomic(self.path, _npz_bytes(arrays, meta), sync_dir=sync_dir)
+        write_atomic(self.path, archive_bytes(arrays, _META, meta), sync_dir=sync_dir)
         if sync_dir:
             self.dir_synced = now
         if history is not None:  # committed: remember what is stored
@@ -515,19 +246,19 @@ def save_checkpoint(path, payload: dict) -> None:
 
 def _load_history(path, hist, arrays) -> list:
     if not isinstance(hist, dict):
-        raise _Bad("its history description is not a JSON object")
+        raise MalformedNode("its history description is not a JSON object")
     token, n_chunks, rows_per = hist.get("token"), hist.get("n_chunks"), hist.get("chunk_rows")
     n_rows, tail = hist.get("n_rows"), hist.get("tail")
     if not (isinstance(token, str) and _TOKEN.fullmatch(token)):
-        raise _Bad(f"its history token {token!r} is malformed")
+        raise MalformedNode(f"its history token {token!r} is malformed")
     for name, v in (("n_chunks", n_chunks), ("chunk_rows", rows_per), ("n_rows", n_rows)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _Bad(f"its history count {name} = {v!r} is not an int >= 0")
+            raise MalformedNode(f"its history count {name} = {v!r} is not an int >= 0")
     if not isinstance(tail, list):
-        raise _Bad("its history tail is not a list")
+        raise MalformedNode("its history tail is not a list")
     if n_chunks * rows_per + len(tail) != n_rows:
-        raise _Bad(f"its history has {n_chunks} chunk(s) of {rows_per} rows and {len(tail)} more, "
-                   f"not the {n_rows} rows it records")
+        raise MalformedNode(f"its history has {n_chunks} chunk(s) of {rows_per} rows and {len(tail)} more, "
+                            f"not the {n_rows} rows it records")
     hdir = _history_dir(path)
     rows, prev = [], ""
     for k in range(n_chunks):
@@ -536,29 +267,29 @@ def _load_history(path, hist, arrays) -> list:
             with open(os.path.join(hdir, _chunk_name(token, k)), "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
-            raise _Bad(f"its history chunk {fname!r} is missing (keep the folder "
-                       f"{os.path.basename(hdir)!r} beside the checkpoint)") from None
+            raise MalformedNode(f"its history chunk {fname!r} is missing (keep the folder "
+                                f"{os.path.basename(hdir)!r} beside the checkpoint)") from None
         except OSError as exc:
-            raise _Bad(f"its history chunk {fname!r} cannot be read: {exc}") from exc
+            raise MalformedNode(f"its history chunk {fname!r} cannot be read: {exc}") from exc
         sha = hashlib.sha256(raw).hexdigest()
         try:
             meta, carrays = _read_archive(raw)
-        except _Bad as exc:
-            raise _Bad(f"its history chunk {fname!r}: {exc}") from None
+        except MalformedNode as exc:
+            raise MalformedNode(f"its history chunk {fname!r}: {exc}") from None
         if (meta.get("format") != CHUNK_FORMAT or meta.get("token") != token or meta.get("index") != k
                 or meta.get("prev_sha256") != prev):
-            raise _Bad(f"its history chunk {fname!r} is not chunk {k} of this checkpoint "
-                       "(modified, or from another run)")
+            raise MalformedNode(f"its history chunk {fname!r} is not chunk {k} of this checkpoint "
+                                "(modified, or from another run)")
         crows = meta.get("rows")
         if not isinstance(crows, list) or len(crows) != rows_per:
-            raise _Bad(f"its history chunk {fname!r} does not hold {rows_per} rows")
-        up = _Unpacker(carrays)
+            raise MalformedNode(f"its history chunk {fname!r} does not hold {rows_per} rows")
+        up = Decoder(carrays, CHECKPOINT)
         rows += [up.unpack(r, f"history[{k * rows_per + i}]") for i, r in enumerate(crows)]
         prev = sha
     if n_chunks and prev != hist.get("last_sha256"):
-        raise _Bad(f"its last history chunk {_chunk_name(token, n_chunks - 1)!r} does not match the "
-                   "checkpoint (modified, or from another run)")
-    up = _Unpacker(arrays)
+        raise MalformedNode(f"its last history chunk {_chunk_name(token, n_chunks - 1)!r} does not match the "
+                            "checkpoint (modified, or from another run)")
+    up = Decoder(arrays, CHECKPOINT)
     base = n_chunks * rows_per
     rows += [up.unpack(r, f"history[{base + i}]") for i, r in enumerate(tail)]
     return rows
@@ -576,15 +307,15 @@ def load_checkpoint(path) -> dict:
         meta, arrays = _read_archive(raw)
         fmt = meta.get("format")
         if fmt not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS):
-            raise _Bad(f"its format is {fmt!r}, expected {CHECKPOINT_FORMAT!r} (not an mcem checkpoint "
-                       "of this version)")
-        payload = _Unpacker(arrays).unpack(meta.get("tree"), "")
+            raise MalformedNode(f"its format is {fmt!r}, expected {CHECKPOINT_FORMAT!r} (not an mcem checkpoint "
+                                "of this version)")
+        payload = Decoder(arrays, CHECKPOINT).unpack(meta.get("tree"), "")
         if not isinstance(payload, dict):
-            raise _Bad(f"its root is a {type(payload).__name__}, not a dict")
+            raise MalformedNode(f"its root is a {type(payload).__name__}, not a dict")
         if fmt == CHECKPOINT_FORMAT and meta.get("history") is not None:
             payload["history"] = _load_history(path, meta["history"], arrays)
         return payload
-    except _Bad as exc:
+    except MalformedNode as exc:
         raise ValueError(f"checkpoint {path!r} cannot be read: {exc}") from None
     except RecursionError:
         raise ValueError(f"checkpoint {path!r} cannot be read: its description is nested too deeply") from None
@@ -597,7 +328,6 @@ def _model_spec(model) -> dict:
         "params": {n: [type(model.params[n]).__name__, list(model.params[n].shape)] for n in model.param_names},
         "latents": {n: [type(s).__name__, list(s.shape), bool(s.unit)] for n, s in model.latents.items()},
     }
-
 
 
 class Checkpointer:

@@ -16,7 +16,7 @@ import numpy as np
 from ._validation import as_generator, check_bool, check_mapping
 from .fit import METHODS, fit
 from .inference import constrained_jacobian
-from .model import Model
+from .core import Model
 from .mstep import update_covariance
 from .result import FitResult
 

@@ -25,6 +25,9 @@ __all__ = [
     "rhat",
     "mcse_mean",
     "batch_means_se",
+    "batch_means_cov",
+    "mcse_of_mean",
+    "cov_of_mean",
     "acceptance_summary",
     "ensemble_ess",
     "ensemble_rhat",
@@ -119,6 +122,26 @@ def ensemble_rhat(x, method="rank"):
     return rhat(m.reshape((2, half) + x.shape[2:]), method=method)
 
 
+def _batch_means(x, n_batches, who):
+    """Means of consecutive batches within each chain: ``(chain, n_batches, ...)`` and ``b``.
+
+    Each chain is cut into ``n_batches`` batches of ``b = n_draw // n_batches`` draws (default
+    ``n_batches = floor(sqrt(n_draw))``, at least 2); leading draws that do not fill a batch are
+    dropped.
+    """
+    n_chain, n_draw = x.shape[:2]
+    if n_batches is None:
+        n_batches = max(int(np.sqrt(n_draw)), 2)
+    n_batches = check_positive_int(n_batches, "n_batches", minimum=2)
+    b = n_draw // n_batches
+    if b < 1:
+        raise ValueError(
+            f"{who}: n_batches={n_batches} needs at least that many draws per chain, got {n_draw}"
+        )
+    used = x[:, n_draw - n_batches * b :]
+    return used.reshape((n_chain, n_batches, b) + x.shape[2:]).mean(axis=2), b
+
+
 def batch_means_se(x, n_batches=None):
     """Standard error of the mean of (chain, draw, ...) draws by non-overlapping batch means.
 
@@ -128,21 +151,64 @@ def batch_means_se(x, n_batches=None):
     and pooled over chains; the result is ``sqrt(sigma^2 / (chains * n_batches * b))``.
     """
     x = _as_draws(x)
-    n_chain, n_draw = x.shape[:2]
-    if n_batches is None:
-        n_batches = max(int(np.sqrt(n_draw)), 2)
-    n_batches = check_positive_int(n_batches, "n_batches", minimum=2)
-    b = n_draw // n_batches
-    if b < 1:
-        raise ValueError(
-            f"batch_means_se: n_batches={n_batches} needs at least that many draws per chain, "
-            f"got {n_draw}"
-        )
-    used = x[:, n_draw - n_batches * b :]
-    means = used.reshape((n_chain, n_batches, b) + x.shape[2:]).mean(axis=2)
+    means, b = _batch_means(x, n_batches, "batch_means_se")
+    n_chain, n_batches = means.shape[:2]
     var = b * np.var(means, axis=1, ddof=1)  # (chain, ...)
     sigma2 = var.mean(axis=0)
     return _out(np.sqrt(sigma2 / (n_chain * n_batches * b)))
+
+
+def batch_means_cov(x, n_batches=None):
+    """Covariance matrix of the mean of vector draws ``(chain, draw, p)`` by batch means.
+
+    The batches are those of :func:`batch_means_se`; the long-run covariance
+    ``b * cov(batch means)`` is estimated within each chain (centred on the chain's mean) and
+    pooled over chains, and divided by ``chains * n_batches * b``. Its diagonal is the square
+    of :func:`batch_means_se`. Returns a ``(p, p)`` array.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 3:
+        raise ValueError(f"batch_means_cov: x must have shape (chain, draw, p), got shape {x.shape}")
+    means, b = _batch_means(x, n_batches, "batch_means_cov")
+    n_chain, n_batches = means.shape[:2]
+    centred = means - means.mean(axis=1, keepdims=True)
+    lr = b * np.einsum("cbi,cbj->ij", centred, centred) / (n_chain * (n_batches - 1))
+    return lr / (n_chain * n_batches * b)
+
+
+#: Draws per chain from which :func:`mcse_of_mean` and :func:`cov_of_mean` use batch means.
+_BATCH_MEANS_MIN_DRAWS = 16
+
+
+def mcse_of_mean(d) -> float:
+    """Monte Carlo standard error of the mean of a (chain, draw) array of per-draw values.
+
+    Batch means within each chain (:func:`batch_means_se`) when every chain has at least 16
+    draws, so that autocorrelated MCMC draws are not treated as independent; the
+    independent-draws formula ``sd / sqrt(n)`` below that (and for other shapes); ``inf`` for
+    fewer than 2 values. Unlike :func:`mcse_mean` (from the effective sample size), it needs
+    no minimum chain length, which suits the short E steps of the first EM iterations.
+    """
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    if n < 2:
+        return np.inf
+    if d.ndim == 2 and d.shape[1] >= _BATCH_MEANS_MIN_DRAWS:
+        return float(batch_means_se(d))
+    return float(np.std(d, ddof=1) / np.sqrt(n))
+
+
+def cov_of_mean(s):
+    """Covariance of the mean of (chain, draw, p) values: batch means (:func:`batch_means_cov`)
+    when every chain has at least 16 draws, the covariance of independent draws otherwise."""
+    s = np.asarray(s, dtype=float)
+    if s.ndim != 3:
+        raise ValueError(f"cov_of_mean: s must have shape (chain, draw, p), got shape {s.shape}")
+    n_chain, n_draw, p = s.shape
+    if n_draw >= _BATCH_MEANS_MIN_DRAWS:
+        return batch_means_cov(s)
+    flat = s.reshape(-1, p)
+    return np.cov(flat, rowvar=False).reshape(p, p) / flat.shape[0]
 
 
 def acceptance_summary(rates):

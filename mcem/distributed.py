@@ -18,7 +18,7 @@ to the last bit.
 Use it through :func:`mcem.fit` (``shards=4, executor=pool``) or directly::
 
     with ProcessPoolExecutor(2) as pool:
-        es = mcem.EStep(model, shards=2, executor=pool)
+        es = mcem.ShardedEStep(model, shards=2, executor=pool)
         state = es.init(theta, rng)
         res = es.run(theta, state, n_draws=100, rng=rng)
 
@@ -52,14 +52,10 @@ import numpy as np
 
 from ._validation import as_generator, check_positive_int, with_context
 from .estep import EStep, EStepResult, EStepState
-from .model import Model
+from .core import Model
+from .core.subset import check_additive, shard_units
 
-__all__ = ["ShardedEStep", "ShardedState", "shard_units"]
-
-
-def shard_units(n_units: int, shards: int) -> list[np.ndarray]:
-    """Split units 0..n_units-1 into ``shards`` contiguous blocks of (nearly) equal size."""
-    return [np.ascontiguousarray(b) for b in np.array_split(np.arange(n_units, dtype=np.int64), shards)]
+__all__ = ["ShardedEStep", "ShardedState", "shard_units", "check_additive"]
 
 
 class ShardedState(NamedTuple):
@@ -152,7 +148,8 @@ def _scratch_dir():
 class ShardedEStep(EStep):
     """An :class:`mcem.EStep` that samples blocks of units separately, possibly in parallel.
 
-    Built by ``EStep(model, ..., shards=k, executor=ex)``; the arguments are those of
+    Built by ``ShardedEStep(model, ..., shards=k, executor=ex)`` or by
+    :func:`mcem.estep_factory.make_estep` with ``shards=``; the arguments are those of
     :class:`mcem.EStep` plus:
 
     Parameters
@@ -400,51 +397,3 @@ class _NoAcceptance:
 
     def rates(self, n):
         return None
-
-
-def check_additive(model, sub_models, blocks, theta, exact=False, n_checks=3):
-    """Check that the whole model's log joint is the sum of the blocks' at ``theta``.
-
-    Up to a term free of the latents (what sampling the blocks separately needs), or exactly
-    with ``exact=True`` (what summing the blocks' gradients in theta needs).
-    """
-    rng = np.random.default_rng(20061)
-    z = {}
-    for n in model.latent_names:
-        spec = model.latents[n]
-        v = spec.initial(rng, (n_checks,))
-        if spec.is_discrete:
-            v = rng.integers(0, spec.K, size=v.shape)
-        else:
-            c = spec.support
-            v = c.forward(c.inverse(v) + rng.normal(scale=0.5, size=v.shape))
-        z[n] = v
-    with np.errstate(all="ignore"):
-        whole = model.log_joint_sum(theta, z, 1)
-        parts = sum(
-            m.log_joint_sum(theta, {n: v[:, b] for n, v in z.items()}, 1)
-            for m, b in zip(sub_models, blocks, strict=True)
-        )
-    if not (np.all(np.isfinite(whole)) and np.all(np.isfinite(parts))):
-        raise ValueError(
-            f"model {model.name!r}: the log joint is not finite at the parameters {theta} and the "
-            "random latents used to check model.subset; start from parameters where it is"
-        )
-    rest = np.asarray(whole - parts, dtype=float)
-    atol = 1e-8 * (1 + np.abs(whole).max())
-    ok = np.all(np.isfinite(rest)) and np.allclose(rest, 0.0 if exact else rest[0], rtol=0, atol=atol)
-    if not ok and exact:
-        raise ValueError(
-            f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
-            "joints of its subsets (model.subset) at the current parameters, so gradients over "
-            "blocks of units do not add up to the whole; check the subset function, or drop "
-            "batch_units"
-        )
-    if not ok:
-        raise ValueError(
-            f"model {model.name!r}: the log joint of the whole model is not the sum of the log "
-            "joints of its subsets (model.subset) plus a term free of the latents, so the units' "
-            "posterior does not factor over blocks and the E step cannot be sharded; check the "
-            "subset function (given with Model(subset=...) or with_subset, or found by mcem.model "
-            "from the data: then give one with model.with_subset(fn))"
-        )

@@ -31,7 +31,7 @@ from .exceptions import MonteCarloWarning
 from .kernels.base import Target
 from .kernels.compose import Compose
 from .kernels.select import build_kernel, site_mode
-from .model import Model
+from .core import Model
 
 __all__ = ["EStep", "EStepState", "EStepResult", "ModelTarget"]
 
@@ -121,6 +121,19 @@ class ModelTarget:
         return {n: np.asarray(z[n]) for n in self.model.latent_names}
 
 
+def _refuse(unexpected):
+    """The TypeError for keywords EStep does not take, pointing to the sharded E step for those."""
+    sharded = sorted(set(unexpected) & {"shards", "executor"})
+    if sharded:
+        raise TypeError(
+            f"EStep takes no {' or '.join(sharded)}: build a sharded E step with "
+            "mcem.ShardedEStep(model, sampler, shards=k, executor=ex, ...) or "
+            "mcem.estep_factory.make_estep(model, sampler, shards=k, executor=ex, ...), which "
+            "returns an EStep without shards and a ShardedEStep with them"
+        )
+    raise TypeError(f"EStep got unexpected keyword argument(s) {sorted(unexpected)}")
+
+
 class _Acceptance:
     """Running sums of per-step acceptance indicators, per site."""
 
@@ -179,16 +192,13 @@ class EStep:
     rhat_min_draws : int
         ``high_rhat`` is only raised with at least this many kept draws per chain (R-hat of a
         handful of draws is mostly noise); ``rhat_loglik`` is reported regardless.
-    shards : int, optional
-        Split the latent units into this many blocks and sample each block on its own (the
-        model needs :meth:`mcem.Model.subset`); returns a :class:`mcem.ShardedEStep`. The draws
-        depend on the seed and on ``shards``, not on the executor.
-    executor : concurrent.futures.Executor, optional
-        Run the blocks on it: a ``ProcessPoolExecutor``, or Dask's ``client.get_executor()``.
-        Needs ``shards``.
 
     Notes
     -----
+    A sharded E step (blocks of units sampled separately, possibly in parallel) is a
+    :class:`mcem.ShardedEStep`; :func:`mcem.estep_factory.make_estep` builds either from the same
+    keywords plus ``shards=`` and ``executor=``.
+
     Each run reports ``ess_loglik`` and ``rhat_loglik``, the effective sample size and R-hat of
     the complete-data log-likelihood trace ``(chains, draws)``. For independent chains they are
     the bulk ESS and the rank-normalised split R-hat over the chains. The walkers of the emcee
@@ -199,13 +209,6 @@ class EStep:
     (:func:`mcem.diagnostics.ensemble_ess`, :func:`mcem.diagnostics.ensemble_rhat`).
     ``diagnostics_basis`` says which (``"chains"`` or ``"walker mean"``).
     """
-
-    def __new__(cls, model=None, sampler="auto", *args, shards=None, executor=None, **kwargs):
-        if cls is EStep and (shards is not None or executor is not None):
-            from .distributed import ShardedEStep
-
-            return object.__new__(ShardedEStep)
-        return object.__new__(cls)
 
     def __init__(
         self,
@@ -221,9 +224,10 @@ class EStep:
         min_acceptance=0.05,
         max_rhat=1.05,
         rhat_min_draws=20,
-        shards=None,
-        executor=None,
+        **unexpected,
     ):
+        if unexpected:
+            _refuse(unexpected)
         if not isinstance(model, Model):
             raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
         self.model = model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ._validation import as_generator, check_choice, check_positive_float, check_positive_int
 from .algorithms import METHODS
-from .model import Model
+from .core import Model
 
 __all__ = ["fit", "METHODS"]
 

@@ -16,6 +16,10 @@ import numpy as np
 from scipy import optimize
 
 from ._validation import check_positive_int
+from .derivatives import _fd_grad, mean_score_hessian, per_draw_log_joint, per_draw_scores, q_hat_grad
+from .diagnostics import cov_of_mean as _mean_covariance
+from .diagnostics import mcse_of_mean
+from .core.subset import check_additive, shard_units
 
 __all__ = [
     "MStepInfo",
@@ -42,32 +46,9 @@ class MStepInfo(NamedTuple):
     message: str
 
 
-def per_draw_log_joint(model, theta, draws) -> np.ndarray:
-    """log p(x, z_j; theta) for every draw: shape (chain, draw) (unit terms summed)."""
-    return model.log_joint_sum(theta, draws, 2)
-
-
 def q_hat(model, theta, draws) -> float:
     """The Monte Carlo estimate of Q(theta; theta_t) from draws of p(z | x; theta_t)."""
     return float(np.mean(per_draw_log_joint(model, theta, draws)))
-
-
-def mcse_of_mean(d) -> float:
-    """Monte Carlo standard error of the mean of a (chain, draw) array of per-draw values.
-
-    Batch means within each chain (:func:`mcem.diagnostics.batch_means_se`) when every chain has
-    at least 16 draws, so that autocorrelated MCMC draws are not treated as independent; the
-    independent-draws formula below that.
-    """
-    d = np.asarray(d, dtype=float)
-    n = d.size
-    if n < 2:
-        return np.inf
-    if d.ndim == 2 and d.shape[1] >= 16:
-        from .diagnostics import batch_means_se
-
-        return float(batch_means_se(d))
-    return float(np.std(d, ddof=1) / np.sqrt(n))
 
 
 def delta_q(model, theta_new, theta_old, draws):
@@ -81,13 +62,6 @@ def closed_form(model, draws):
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
     stats = model.sufficient_stats_fn(flat, model.data)
     return model.mstep_fn(stats, model.data), stats
-
-
-def q_hat_grad(model, theta, draws) -> np.ndarray:
-    """Gradient of Q_hat in the unconstrained coordinates from the model's ``grad_params``."""
-    g = model.grad_params_fn(theta, draws, model.data)
-    mean = {n: np.asarray(g[n], dtype=float).mean(axis=(0, 1)) for n in model.param_names}
-    return model.grad_to_unconstrained(model.to_unconstrained(theta), mean)
 
 
 def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
@@ -183,8 +157,6 @@ def unit_blocks(model, batch_units, theta):
     Checks at ``theta`` and a perturbed theta that the blocks' log joints add up exactly to the
     whole model's, as a sum of gradients over blocks needs.
     """
-    from .distributed import check_additive, shard_units
-
     if model.n_units is None:
         model.subset(np.arange(1))  # raises the error that says what is missing
     batch_units = check_positive_int(batch_units, "batch_units")
@@ -199,15 +171,6 @@ def unit_blocks(model, batch_units, theta):
             check_additive(model, subs, blocks, th, exact=True)
         hit = cache[n_blocks] = (model.subset_fn, blocks, subs)
     return hit[1], hit[2]
-
-
-def _fd_grad(f, u, h=1e-6):
-    g = np.empty_like(u)
-    for i in range(u.size):  # a loop over parameters, not over data
-        e = np.zeros_like(u)
-        e[i] = h * max(1.0, abs(u[i]))
-        g[i] = (f(u + e) - f(u - e)) / (2 * e[i])
-    return g
 
 
 def gradient_ascent(model, theta0, q, *, n_steps=1, step_size=0.1, grad=None, max_halvings=30):
@@ -240,51 +203,6 @@ def gradient_ascent(model, theta0, q, *, n_steps=1, step_size=0.1, grad=None, ma
     return model.from_unconstrained(u), MStepInfo(True, n_steps, nfev, "gradient ascent")
 
 
-def per_draw_scores(model, theta, draws, h=1e-5):
-    """Scores of log p(x, z_j; theta) in the unconstrained coordinates, per draw: (chain, draw, p).
-
-    From the model's ``grad_params`` when it has one (chain rule through the transforms, whose
-    Jacobian is taken once by differences of the transforms alone); otherwise central finite
-    differences, each evaluating all draws in one vectorised call.
-    """
-    u = model.to_unconstrained(theta)
-    if model.grad_params_fn is not None:
-        from .inference import constrained_jacobian
-
-        g = model.grad_params_fn(theta, draws, model.data)
-        batch = next(iter(draws.values())).shape[:2]
-        flat = np.concatenate(
-            [np.broadcast_to(np.asarray(g[n], dtype=float), batch + model.params[n].shape).reshape(batch + (-1,))
-             for n in model.param_names],
-            axis=-1,
-        )
-        return flat @ constrained_jacobian(model, u)
-    out = []
-    for i in range(u.size):  # a loop over parameters, not over draws or units
-        step = h * max(1.0, abs(u[i]))
-        e = np.zeros_like(u)
-        e[i] = step
-        hi = per_draw_log_joint(model, model.from_unconstrained(u + e), draws)
-        lo = per_draw_log_joint(model, model.from_unconstrained(u - e), draws)
-        out.append((hi - lo) / (2 * step))
-    return np.stack(out, axis=-1)
-
-
-def _mean_covariance(s):
-    """Covariance of the mean of (chain, draw, p) values: batch means within chains (>= 16
-    draws per chain), independent draws otherwise."""
-    n_chain, n_draw, p = s.shape
-    if n_draw >= 16:
-        n_batches = max(int(np.sqrt(n_draw)), 2)
-        b = n_draw // n_batches
-        means = s[:, n_draw - n_batches * b :].reshape(n_chain, n_batches, b, p).mean(axis=2)
-        centred = means - means.mean(axis=1, keepdims=True)
-        lr = b * np.einsum("cbi,cbj->ij", centred, centred) / (n_chain * (n_batches - 1))
-        return lr / (n_chain * n_batches * b)
-    flat = s.reshape(-1, p)
-    return np.cov(flat, rowvar=False).reshape(p, p) / flat.shape[0]
-
-
 def update_covariance(model, theta, draws, h=1e-4):
     """Monte Carlo covariance of the M-step maximiser of Q_hat, in unconstrained coordinates.
 
@@ -293,19 +211,6 @@ def update_covariance(model, theta, draws, h=1e-4):
     per-draw score (batch means for MCMC draws). Booth & Hobert (1999) compare successive
     iterates with this ellipsoid; it is also the Monte Carlo error of a final estimate.
     """
-    u = model.to_unconstrained(theta)
-    p = u.size
-    scores = per_draw_scores(model, theta, draws)
-    V = _mean_covariance(scores)
-    H = np.empty((p, p))
-    for i in range(p):
-        step = h * max(1.0, abs(u[i]))
-        e = np.zeros_like(u)
-        e[i] = step
-        up = per_draw_scores(model, model.from_unconstrained(u + e), draws).mean(axis=(0, 1))
-        dn = per_draw_scores(model, model.from_unconstrained(u - e), draws).mean(axis=(0, 1))
-        H[:, i] = (up - dn) / (2 * step)
-    H = 0.5 * (H + H.T)
-    Hinv = np.linalg.pinv(H)
+    V = _mean_covariance(per_draw_scores(model, theta, draws))
+    Hinv = np.linalg.pinv(mean_score_hessian(model, theta, draws, h=h))
     return Hinv @ V @ Hinv
-

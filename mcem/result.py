@@ -1,82 +1,25 @@
-"""Fit results: plain data with attribute access and a per-iteration history."""
+"""Fit results: plain data with attribute access and a per-iteration history.
+
+:class:`FitResult` sits above the file formats: it saves itself with
+:func:`mcem.serial.resultfile.save_result` and converts itself with
+:func:`mcem.serial.datatree.to_datatree`, neither of which knows this class (they take any mapping);
+:func:`mcem.load_result` (in :mod:`mcem.io`, above this module) builds a FitResult from a file.
+"""
 
 from __future__ import annotations
 
 import textwrap
 
 import numpy as np
+from scipy.stats import norm
+
+from .history import History
+from .inference import LoglikEstimate, marginal_loglik, standard_errors
+from .plots import plot_fit
+from .serial.datatree import to_datatree
+from .serial.resultfile import save_result
 
 __all__ = ["FitResult", "History"]
-
-
-class History:
-    """Per-iteration records of a fit; row 0 is the starting point.
-
-    Each row is a dict with at least ``iter``, ``params`` (dict of constrained arrays) and
-    ``seconds``. Indexing by a column name returns a numpy array over iterations (NaN where a row
-    lacks the value); :meth:`params` stacks a parameter's path.
-    """
-
-    def __init__(self, rows=None):
-        self._rows = list(rows or [])
-
-    def append(self, row: dict) -> None:
-        self._rows.append(dict(row))
-
-    def __len__(self):
-        return len(self._rows)
-
-    def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows (after an interrupted iteration)."""
-        del self._rows[n:]
-
-    def __iter__(self):
-        return iter(self._rows)
-
-    @property
-    def rows(self) -> list:
-        return list(self._rows)
-
-    @property
-    def columns(self) -> list:
-        cols = []
-        for r in self._rows:
-            for k in r:
-                if k not in cols:
-                    cols.append(k)
-        return cols
-
-    def __getitem__(self, key):
-        if isinstance(key, int | slice):
-            return self._rows[key]
-        if key == "params":
-            raise KeyError("use History.params(name) for parameter paths")
-        vals = [r.get(key, np.nan) for r in self._rows]
-        try:
-            return np.asarray(vals, dtype=float)
-        except (TypeError, ValueError):
-            return np.asarray(vals, dtype=object)
-
-    def params(self, name=None):
-        """The path of parameter ``name`` stacked over iterations, or a dict of all paths."""
-        if name is None:
-            names = self._rows[0]["params"].keys() if self._rows else []
-            return {n: self.params(n) for n in names}
-        return np.stack([np.asarray(r["params"][name]) for r in self._rows])
-
-    def to_dict(self) -> dict:
-        """Columns as arrays; parameters as ``params.<name>`` stacked paths."""
-        out = {}
-        for c in self.columns:
-            if c == "params":
-                for n, v in self.params().items():
-                    out[f"params.{n}"] = v
-            else:
-                out[c] = self[c]
-        return out
-
-    def __repr__(self):
-        return f"History({len(self)} rows, columns={self.columns})"
 
 
 class FitResult(dict):
@@ -123,8 +66,6 @@ class FitResult(dict):
         ``method``: ``"auto"`` (exact information where the model has an exact log-likelihood,
         Louis' identity on the final draws otherwise), ``"exact"`` or ``"louis"``. Cached.
         """
-        from .inference import standard_errors
-
         model = self._get_model(model)
         cache = self.__dict__.setdefault("_inference", {})
         if method not in cache:
@@ -153,8 +94,6 @@ class FitResult(dict):
         ``n_samples`` when given. See :func:`mcem.inference.marginal_loglik`. Cached per
         arguments.
         """
-        from .inference import LoglikEstimate, marginal_loglik
-
         m = model if model is not None else getattr(self, "_model", None)
         if m is None:
             if self.get("loglik") is not None:
@@ -190,27 +129,19 @@ class FitResult(dict):
     def plot(self, reference=None, **kwargs):
         """A composite figure: parameter paths, delta-Q, sample size, diagnostics
         (:func:`mcem.plots.plot_fit`); ``reference`` overlays another fit (e.g. exact EM)."""
-        from .plots import plot_fit
-
         return plot_fit(self, reference=reference, **kwargs)
 
     def save(self, path) -> None:
         """Write the result to ``path`` without pickle (npz + JSON, atomically); see
         :func:`mcem.load_result`."""
-        from .io import save_result
-
         save_result(self, path)
 
     def to_datatree(self):
         """The draws and the per-iteration history as an ``xarray.DataTree`` (arviz-base layout)."""
-        from .io import to_datatree
-
         return to_datatree(self)
 
     def summary(self, model=None, *, alpha=0.05) -> str:
         """A statsmodels-style table: estimate, SE, z, confidence interval; fit statistics."""
-        from scipy.stats import norm
-
         m = model if model is not None else getattr(self, "_model", None)
         se = ll = None
         flags = {}

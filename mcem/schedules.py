@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.stats import chi2, norm
 
 __all__ = ["Fixed", "Geometric", "UserSchedule", "Ascent", "BoothHobert", "make_schedule", "saem_gain"]
 
@@ -91,8 +92,6 @@ class Ascent:
     name = "ascent"
 
     def __init__(self, m0, m_max=20_000, alpha=0.25, beta=0.25, k=3):
-        from scipy.stats import norm
-
         self.m0, self.m_max, self.k = int(m0), int(m_max), float(k)
         self.z_alpha = float(norm.ppf(1 - alpha))
         self.z_beta = float(norm.ppf(1 - beta))
@@ -133,8 +132,6 @@ class BoothHobert:
 
     def inside(self, u_old, u_new, cov) -> tuple[bool, float]:
         """Whether ``u_old`` lies in the confidence ellipsoid around ``u_new``; and the statistic."""
-        from scipy.stats import chi2
-
         d = np.asarray(u_old) - np.asarray(u_new)
         stat = float(d @ np.linalg.pinv(cov) @ d)
         return stat < chi2.ppf(1 - self.alpha, d.size), stat

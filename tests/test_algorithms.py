@@ -11,7 +11,7 @@ import mcem
 from mcem import constraints as C
 from mcem import dist
 from mcem.models import gaussian_mixture
-from mcem.models.gaussian_mixture import initial_params
+from mcem.models.mixture import initial_params
 from mcem import mstep
 from mcem.mstep import mcse_of_mean, update_covariance
 

@@ -8,10 +8,13 @@ from test_algorithms import linkage_model
 from test_checkpoint_trust import tampered_checkpoint
 from test_model_validation import complex_init, indexed
 from test_ppl_trust import coin
+from test_serial import crafted_result
 
 import mcem
 from mcem import constraints as C
 from mcem import dist
+from mcem.compare import compare_to_reference
+from mcem.estep_factory import make_estep
 from mcem.inference import degeneracy, marginal_loglik
 from mcem.models import genetic_linkage
 
@@ -130,6 +133,23 @@ CASES = [
     ("resume", "max_iter not positive", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), max_iter=0), ValueError, r"max_iter must be an int >= 1, got 0"),
     ("resume", "max_iter given as a string", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), max_iter="5"), ValueError, r"max_iter must be an int >= 1, got '5'"),
     ("resume", "callback not callable", lambda: mcem.resume(tampered_checkpoint("fine"), genetic_linkage(), callback=3), TypeError, r"callback must be callable or None, got int"),
+    ("EStep", "shards given to EStep", lambda: mcem.EStep(re_model(), shards=2), TypeError, r"EStep takes no shards: build a sharded E step with mcem\.ShardedEStep"),
+    ("EStep", "unknown keyword", lambda: mcem.EStep(re_model(), chains=2), TypeError, r"EStep got unexpected keyword argument\(s\) \['chains'\]"),
+    ("make_estep", "executor without shards", lambda: make_estep(re_model(), executor=_SerialExecutor()), ValueError, r"executor needs shards=k"),
+    ("Model.check", "log_joint reducing axis 1", lambda: re_model(lambda th, z, d: (-0.5 * (d - z["u"]) ** 2).sum(axis=1)).check(), ValueError, r"Model\.check: Q estimate \(chains, draws\): log_joint gives other values for the same latents"),
+    ("Model.check", "theta outside its constraint", lambda: re_model().check(theta={"mu": np.nan}), ValueError, r"Model\.check: validate \(2,\): theta\['mu'\] must lie in"),
+    ("Model.check", "rng of the wrong type", lambda: re_model().check(rng="seed"), TypeError, r"rng must be None, an int seed or a numpy.random.Generator, got str"),
+    ("compare_to_reference", "result not a FitResult", lambda: compare_to_reference({"params": TH}, TH), TypeError, r"result must be an mcem.FitResult \(from mcem.fit\), got dict"),
+    ("compare_to_reference", "reference not a dict", lambda: compare_to_reference(mcem.fit(GM, method="em"), [1.0]), TypeError, r"reference_params must be a dict of parameter values, got list \[1.0\]"),
+    ("compare_to_reference", "reference missing a parameter", lambda: compare_to_reference(mcem.fit(GM, method="em"), {"weights": TH["weights"]}), ValueError, r"reference_params must give every parameter of the fit \['covariances', 'means', 'weights'\], missing \['covariances', 'means'\]"),
+    ("compare_to_reference", "reference of the wrong shape", lambda: compare_to_reference(mcem.fit(GM, method="em"), {**TH, "means": np.zeros(3)}), ValueError, r"reference_params\['means'\] must have the shape of the fit's parameter, \(2, 2\), got shape \(3,\)"),
+    ("compare_to_reference", "standard error not numeric", lambda: compare_to_reference(mcem.fit(GM, method="em"), TH, {"means": "big"}), TypeError, r"reference_se\['means'\] must be a number or numeric array, got str 'big'"),
+    ("compare_to_reference", "derived not (parameter, f, df)", lambda: compare_to_reference(mcem.fit(GM, method="em"), TH, derived={"w": ("weights", np.log)}), TypeError, r"derived\['w'\] must be a tuple \(parameter, f, df\) with f and df callable"),
+    ("compare_to_reference", "derived from an array parameter", lambda: compare_to_reference(mcem.fit(GM, method="em"), TH, derived={"w": ("weights", np.log, np.reciprocal)}), ValueError, r"derived\['w'\] must name a scalar parameter of the fit \[\], got 'weights'"),
+    ("compare_to_reference", "mcse of the wrong shape", lambda: compare_to_reference(mcem.fit(GM, method="em"), TH, mcse={"means": np.zeros(3)}), ValueError, r"mcse\['means'\] must have the shape of the fit's parameter, \(2, 2\), got shape \(3,\)"),
+    ("batch_means_cov", "draws without a vector axis", lambda: mcem.diagnostics.batch_means_cov(np.zeros((2, 20))), ValueError, r"batch_means_cov: x must have shape \(chain, draw, p\), got shape \(2, 20\)"),
+    ("cov_of_mean", "values without a vector axis", lambda: mcem.diagnostics.cov_of_mean(np.zeros((2, 20))), ValueError, r"cov_of_mean: s must have shape \(chain, draw, p\), got shape \(2, 20\)"),
+    ("load_result", "a malformed node in the file", lambda: mcem.load_result(crafted_result("unknown")), ValueError, r"fit\.npz: corrupted mcem result: settings\['x'\] has an unknown node type 'eval'"),
     ("fit", "gamma outside (0, 1)", lambda: mcem.fit(GM, method="mcem", gamma=1.5), ValueError, r"gamma must lie strictly between 0 and 1, got 1.5"),
     ("fit", "m_max below m_init", lambda: mcem.fit(GM, method="mcem", m_init=10, m_max=5), ValueError, r"m_max must be at least m_init=10 \(the sample size can only grow\), got m_max=5"),
     ("fit", "a flag given as a string", lambda: mcem.fit(GM, method="mcem", track_loglik="no"), TypeError, r"track_loglik must be True or False, got str 'no'"),
@@ -167,11 +187,11 @@ CASES = [
     ("GaussianMixture", "bad covariance_type", lambda: mcem.models.GaussianMixture(2, covariance_type="tied").fit(X), ValueError, r"covariance_type must be one of \['diag', 'full', 'spherical'\], got 'tied'"),
     ("GaussianMixture", "more components than samples", lambda: mcem.models.GaussianMixture(50).fit(X), ValueError, r"X must have at least n_components=50 samples, got 40"),
     ("EStep", "not a model", lambda: mcem.EStep("m"), TypeError, r"model must be an mcem.Model, got str"),
-    ("EStep", "shards of a model without subset", lambda: mcem.EStep(re_model(), shards=2), ValueError, r"cannot be restricted to a subset of its units: it has no subset function"),
-    ("EStep", "executor without shards", lambda: mcem.EStep(re_model(), executor=_SerialExecutor()), ValueError, r"executor needs shards=k"),
-    ("EStep", "executor that is not one", lambda: mcem.EStep(re_model(), shards=2, executor="pool"), TypeError, r"executor must be a concurrent.futures.Executor .*got str"),
-    ("EStep", "more shards than units", lambda: mcem.EStep(re_model().with_subset(_re_subset), shards=4), ValueError, r"shards must be at most the number of latent units \(3\), got 4"),
-    ("EStep", "blocks that do not add up", lambda: mcem.EStep(re_model().with_subset(lambda u: _re_subset(np.arange(len(u)))), shards=3), ValueError, r"not the sum of the log joints of its subsets"),
+    ("ShardedEStep", "shards of a model without subset", lambda: mcem.ShardedEStep(re_model(), shards=2), ValueError, r"cannot be restricted to a subset of its units: it has no subset function"),
+    ("ShardedEStep", "executor without shards", lambda: mcem.ShardedEStep(re_model(), executor=_SerialExecutor()), ValueError, r"executor needs shards=k"),
+    ("ShardedEStep", "executor that is not one", lambda: mcem.ShardedEStep(re_model(), shards=2, executor="pool"), TypeError, r"executor must be a concurrent.futures.Executor .*got str"),
+    ("ShardedEStep", "more shards than units", lambda: mcem.ShardedEStep(re_model().with_subset(_re_subset), shards=4), ValueError, r"shards must be at most the number of latent units \(3\), got 4"),
+    ("ShardedEStep", "blocks that do not add up", lambda: mcem.ShardedEStep(re_model().with_subset(lambda u: _re_subset(np.arange(len(u)))), shards=3), ValueError, r"not the sum of the log joints of its subsets"),
     ("Model.subset", "units not increasing", lambda: re_model().with_subset(_re_subset).subset(np.array([2, 0])), ValueError, r"units must be strictly increasing indices in 0..2, got"),
     ("Model.subset", "subset returns the wrong size", lambda: re_model().with_subset(lambda u: re_model()).subset(np.array([0, 1])), ValueError, r"returned latents \{'u': \(3,\)\} for 2 units; expected unit latents of shapes \{'u': \(2,\)\}"),
     ("resume", "executor for an unsharded run", lambda: mcem.resume(_plain_checkpoint(), linkage_model(), executor=_SerialExecutor()), ValueError, r"executor is only for runs with a sharded E step"),

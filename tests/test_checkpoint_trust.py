@@ -17,6 +17,8 @@ from mcem import checkpoint as ckmod
 from mcem import constraints as C
 from mcem.checkpoint import CHUNK_ROWS, load_checkpoint, save_checkpoint
 from mcem.models import genetic_linkage
+from mcem.serial.codec import Encoder
+from mcem.serial.spelling import CHECKPOINT
 
 FAST = dict(method="mcem", schedule="fixed", m_init=20, n_chains=2, tol=1e-12)
 
@@ -83,7 +85,7 @@ def _dict_item(node, key):
 
 def _write_format_1(path, payload):
     """A checkpoint in the previous format (one archive, history inline, module:qualname classes)."""
-    p = ckmod._Packer()
+    p = Encoder(CHECKPOINT, prefix="a")
     tree = p.pack(payload, "payload")
 
     def legacy(node):
@@ -208,7 +210,7 @@ def test_clone_generator_is_an_independent_copy():
     a, b = twin.spawn(1)[0], rng.spawn(1)[0]
     np.testing.assert_array_equal(a.integers(1 << 60, size=3), b.integers(1 << 60, size=3))
     with pytest.raises(TypeError, match="bit generator"):
-        ckmod._Packer().pack(np.random.Generator(_OddBitGen()), "rng")
+        Encoder(CHECKPOINT).pack(np.random.Generator(_OddBitGen()), "rng")
 
 
 class _OddBitGen(np.random.PCG64):
@@ -572,7 +574,7 @@ def test_an_interrupted_first_write_of_a_new_run_keeps_the_old_checkpoint(tmp_pa
 def test_each_history_row_is_encoded_once_and_the_main_file_stays_bounded(tmp_path, monkeypatch):
     n_iter = 3 * CHUNK_ROWS + 10
     encoded, sizes = [], []
-    real_pack = ckmod._Packer.pack
+    real_pack = Encoder.pack
 
     def counting_pack(self, obj, where="state"):
         if re.fullmatch(r"history\[\d+\]", where):
@@ -585,7 +587,7 @@ def test_each_history_row_is_encoded_once_and_the_main_file_stays_bounded(tmp_pa
         real_save(self, loop_state, history)
         sizes.append(os.path.getsize(self.path))
 
-    monkeypatch.setattr(ckmod._Packer, "pack", counting_pack)
+    monkeypatch.setattr(Encoder, "pack", counting_pack)
     monkeypatch.setattr(ckmod.Checkpointer, "save", sized_save)
     ck = tmp_path / "run.mcem"
     res = _fit(genetic_linkage(), ck, max_iter=n_iter, checkpoint_every=0)  # a write every iteration

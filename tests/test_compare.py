@@ -9,7 +9,7 @@ from test_algorithms import linkage_model
 
 import mcem
 from mcem.compare import compare_to_reference, mark_reference
-from mcem.models import glmm
+from mcem.models import random_intercept as ri
 
 OPTS = {"mcem": {"sampler": "gibbs"}, "saem": {"sampler": "gibbs", "max_iter": 150}}
 
@@ -148,13 +148,13 @@ def test_compare_to_reference_plot_marks_the_reference(pumps_fit):
 
 
 def test_default_monte_carlo_error_agrees_with_the_glmm_analytic_one():
-    d = glmm.simulate_random_intercept(10, 6, [0.2, -0.4], 0.9, "logit", rng=6)
-    model = glmm.random_intercept_glmm(d["X"], d["y"], d["group"])
-    oracle = glmm.fit_quadrature(d["X"], d["y"], d["group"])
+    d = ri.simulate_random_intercept(10, 6, [0.2, -0.4], 0.9, "logit", rng=6)
+    model = ri.random_intercept_glmm(d["X"], d["y"], d["group"])
+    oracle = ri.fit_quadrature(d["X"], d["y"], d["group"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a short fit: its Louis information need not be definite
         res = mcem.fit(model, method="mcem", rng=2, max_iter=8)
-        analytic = glmm.compare_to_quadrature(res, oracle)
+        analytic = ri.compare_to_quadrature(res, oracle)
         generic = compare_to_reference(res, oracle.params, oracle.se)
     for a, g in zip(analytic.rows, generic.rows, strict=False):  # generic has no sigma2 row
         assert a["name"] == g["name"] and a["estimate"] == g["estimate"] and a["mle"] == g["mle"]

@@ -170,3 +170,38 @@ def test_positive_definite_edges():
     nan = good.copy()
     nan[0, 0, 1] = np.nan
     assert pd.edge(nan) == [((0,), "not finite (nan)")]
+
+
+@pytest.mark.parametrize("c", [C.real, C.positive, C.interval(-1.0, 2.5), C.unit_interval], ids=repr)
+def test_log_density_grad_is_the_chain_rule_with_the_jacobian_term(c):
+    # oracle: central differences of w -> log p(forward(w)) + log|d forward / dw| for a smooth
+    # log p with a known gradient (a Gamma-like density with the shift keeping x - low > 0)
+    low = getattr(c, "low", -5.0)
+
+    def logp(x):
+        return 1.5 * np.log(x - low) - 0.7 * x
+
+    def grad_logp(x):
+        return 1.5 / (x - low) - 0.7
+
+    w = np.linspace(-2.0, 2.0, 9)
+    h = 1e-6
+    total = lambda v: logp(c.forward(v)) + c.elementwise_log_abs_det_jacobian(v)  # noqa: E731
+    fd = (total(w + h) - total(w - h)) / (2 * h)
+    np.testing.assert_allclose(c.log_density_grad(w, grad_logp(c.forward(w))), fd, rtol=1e-6, atol=1e-7)
+    assert c.is_identity == (c == C.real)
+
+
+def test_discrete_supports_have_no_gradient_chain_rule():
+    with pytest.raises(TypeError, match="discrete support and has no bijection"):
+        C.boolean.log_density_grad(np.zeros(2), np.zeros(2))
+
+
+def test_the_package_keeps_every_public_name_and_the_edge_functions_are_the_methods():
+    for name in C.__all__ + ["Real", "Positive", "Interval", "Simplex", "PositiveDefinite", "Boolean",
+                             "NonnegativeInteger", "IntegerInterval"]:
+        assert hasattr(C, name), name
+    x = np.array([[1.0, 2.0], [1e-10, 3.0], [2.0, 1e-13]])
+    assert C.positive(shape=(3, 2)).edge(x) == C.boundary.positive_edge(x, 1e-8, 1e-12) != []
+    lone = np.array(1e-13)
+    assert C.positive.edge(lone) == C.boundary.positive_edge(lone, 1e-8, 1e-12) != []

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcem import diagnostics as D
+from mcem import mstep
 
 
 def ar1(phi, shape, n, rng, burn=200):
@@ -93,3 +94,50 @@ def test_acceptance_summary():
     s = D.acceptance_summary(per_unit)
     assert s["mean"] == pytest.approx(0.3) and s["min"] == pytest.approx(0.1)
     assert np.isnan(D.acceptance_summary([])["mean"])
+
+
+def naive_batch_means_cov(x, n_batches):
+    """Reference: loops over chains and batches, the pooled within-chain covariance of batch
+    means times the batch length, over the number of draws used."""
+    n_chain, n_draw, p = x.shape
+    b = n_draw // n_batches
+    pooled = np.zeros((p, p))
+    for c in range(n_chain):
+        used = x[c, n_draw - n_batches * b:]
+        means = np.array([used[k * b:(k + 1) * b].mean(axis=0) for k in range(n_batches)])
+        pooled += b * np.cov(means, rowvar=False).reshape(p, p)
+    return pooled / n_chain / (n_chain * n_batches * b)
+
+
+def test_batch_means_cov_matches_a_naive_reference_and_batch_means_se():
+    rng = np.random.default_rng(5)
+    z = ar1(0.6, (3,), 403, rng)  # (chain, draw): an odd length drops leading draws
+    x = np.stack([z, 0.5 * z + rng.normal(size=z.shape), rng.normal(size=z.shape)], axis=-1)
+    for n_batches in (None, 7):
+        cov = D.batch_means_cov(x, n_batches=n_batches)
+        k = n_batches or int(np.sqrt(403))
+        np.testing.assert_allclose(cov, naive_batch_means_cov(x, k), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(np.sqrt(np.diag(cov)), D.batch_means_se(x, n_batches=n_batches), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"batch_means_cov: x must have shape \(chain, draw, p\)"):
+        D.batch_means_cov(z)
+    with pytest.raises(ValueError, match="at least"):
+        D.batch_means_cov(x[:, :5], n_batches=6)
+
+
+def test_mcse_of_mean_and_cov_of_mean_use_batch_means_from_16_draws_per_chain():
+    rng = np.random.default_rng(6)
+    s = ar1(0.8, (4,), 64, rng)[..., None] * np.array([1.0, -2.0])  # (chain, draw, 2), perfectly correlated
+    np.testing.assert_array_equal(D.cov_of_mean(s), D.batch_means_cov(s))
+    assert D.mcse_of_mean(s[..., 0]) == D.batch_means_se(s[..., 0])
+    short = s[:, :15]  # below 16 draws per chain: the independent-draws formulas
+    flat = short.reshape(-1, 2)
+    np.testing.assert_allclose(D.cov_of_mean(short), np.cov(flat, rowvar=False) / 60, rtol=1e-12)
+    assert D.mcse_of_mean(short[..., 0]) == pytest.approx(flat[:, 0].std(ddof=1) / np.sqrt(60), rel=1e-12)
+    assert D.mcse_of_mean(np.ones(1)) == np.inf
+    with pytest.raises(ValueError, match=r"cov_of_mean: s must have shape \(chain, draw, p\)"):
+        D.cov_of_mean(s[..., 0])
+
+
+def test_the_m_step_uses_the_diagnostics_batch_means():
+    assert mstep.mcse_of_mean is D.mcse_of_mean
+    assert mstep._mean_covariance is D.cov_of_mean

@@ -13,7 +13,8 @@ import mcem
 from mcem import constraints as C
 from mcem import dist
 from mcem.distributed import ShardedState, shard_units
-from mcem.models.glmm import random_intercept_glmm
+from mcem.estep_factory import make_estep
+from mcem.models.random_intercept import random_intercept_glmm
 
 from _mc import assert_mean
 
@@ -82,7 +83,7 @@ def test_ready_made_glmm_pickles_without_cloudpickle(glmm, pool, monkeypatch):
     _same(serial, _fit(glmm, executor=pool))
     compiled, *_ = _normal_model()  # closures: stdlib pickle cannot send them
     with pytest.raises(Exception, match="could not be pickled.*install cloudpickle"):
-        mcem.EStep(compiled, shards=2, executor=pool)
+        make_estep(compiled, shards=2, executor=pool)
 
     copy = pickle.loads(pickle.dumps(glmm.subset(np.arange(10, 20))))
     z = {"u": np.random.default_rng(3).normal(size=(2, 10))}
@@ -109,7 +110,7 @@ def test_workers_get_a_block_with_its_data_only_when_they_lack_it(glmm):
 
     threads = ThreadPoolExecutor(2)
     try:
-        es = mcem.EStep(glmm, shards=2, executor=threads, n_chains=2, burn=5, warm_burn=1)
+        es = make_estep(glmm, shards=2, executor=threads, n_chains=2, burn=5, warm_burn=1)
         theta = glmm.default_theta()
         state = es.init(theta, 1)
         assert es._sent == [True, True]
@@ -153,7 +154,7 @@ def test_sharded_fit_is_bit_identical_on_a_dask_cluster(glmm):
 def test_blocks_are_independent_estep_runs_with_spawned_generators(glmm):
     """Reference: one plain EStep per block's model, generators spawned per run, joined by unit."""
     theta = glmm.default_theta()
-    es = mcem.EStep(glmm, shards=4, n_chains=2, burn=30, warm_burn=3)
+    es = make_estep(glmm, shards=4, n_chains=2, burn=30, warm_burn=3)
     assert isinstance(es, mcem.ShardedEStep)
     state = es.init(theta, 11)
     res = es.run(theta, state, 25, 12)
@@ -213,7 +214,7 @@ def test_a_wrong_guess_is_refused_not_used():
     model = centred_covariates(y=rng.normal(size=20), X=X, xmean=X.mean(axis=0), group=group, n_groups=2)
     assert model.subset_fn is not None
     with pytest.raises(ValueError, match="not the sum of the log joints of its subsets.*with_subset"):
-        mcem.EStep(model, shards=2)
+        make_estep(model, shards=2)
 
 
 def test_compiled_models_find_their_subset_function():
@@ -236,7 +237,7 @@ def test_compiled_models_find_their_subset_function():
     sub = m.subset(np.array([3, 8]))
     assert np.array_equal(sub.data["w"], w[[3, 8]]) and sub.data["scale"] == 0.7
     assert np.array_equal(sub.data["x"], x[np.isin(grp, [3, 8])])
-    es = mcem.EStep(m, shards=3)  # the blocks add up to the whole (checked on construction)
+    es = make_estep(m, shards=3)  # the blocks add up to the whole (checked on construction)
     res = es.run(m.default_theta(), es.init(m.default_theta(), 0), 5, 1)
     assert res.draws["u"].shape == (4, 5, G)
     # not recognised: rows as many as units in another order, two index arrays, no count
@@ -265,7 +266,7 @@ def test_sharded_draws_follow_the_analytic_posterior():
     prec = counts + 1 / 1.5**2
     post_mean = np.bincount(group, weights=y - 0.5) / prec
     post_sd = 1 / np.sqrt(prec)
-    es = mcem.EStep(model, shards=3, n_chains=4, burn=300)
+    es = make_estep(model, shards=3, n_chains=4, burn=300)
     res = es.run(theta, es.init(theta, 5), 1500, 6)
     u = res.draws["u"]
     assert_mean(u, post_mean, floor=0.01)
@@ -316,23 +317,23 @@ def test_resume_a_sharded_fit_on_another_executor(glmm, pool, tmp_path):
 def test_bad_sharding_input_is_named(glmm):
     X, y, g = _glmm_data()
     with pytest.raises(ValueError, match="executor needs shards"):
-        mcem.EStep(glmm, executor=ThreadPoolExecutor(1))
+        make_estep(glmm, executor=ThreadPoolExecutor(1))
     with pytest.raises(ValueError, match="shards must be at most the number of latent units"):
-        mcem.EStep(glmm, shards=61)
+        make_estep(glmm, shards=61)
     with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
-        mcem.EStep(glmm, shards=2, executor="processes")
+        make_estep(glmm, shards=2, executor="processes")
     with pytest.raises(ValueError, match="shards must be"):
-        mcem.EStep(glmm, shards=0)
+        make_estep(glmm, shards=0)
     no_subset = normal_effects_computed_index(y=y, group=g, n_groups=60)
     assert no_subset.subset_fn is None  # unit_index is not one of the arguments: not recognised
     with pytest.raises(ValueError, match="no subset function.*with_subset"):
-        mcem.EStep(no_subset, shards=2)
+        make_estep(no_subset, shards=2)
     # a subset function that ignores the units: its models do not add up to the whole
     wrong = no_subset.with_subset(
         lambda units: normal_effects(y=y[: units.size], group=np.arange(units.size), n_groups=units.size)
     )
     with pytest.raises(ValueError, match="not the sum of the log joints of its subsets"):
-        mcem.EStep(wrong, shards=2)
+        make_estep(wrong, shards=2)
     with pytest.raises(ValueError, match="strictly increasing"):
         glmm.subset(np.array([3, 1]))
     with pytest.raises(ValueError, match="returned latents"):
@@ -347,3 +348,24 @@ def test_resume_refuses_an_executor_for_an_unsharded_run(glmm, tmp_path):
                  burn=10, checkpoint=path)
     with pytest.raises(ValueError, match="executor is only for runs with a sharded"):
         mcem.resume(path, glmm, executor=ThreadPoolExecutor(1))
+
+
+def test_make_estep_returns_the_plain_or_the_sharded_e_step(glmm):
+    plain = make_estep(glmm, "rwm", n_chains=3, burn=7)
+    assert type(plain) is mcem.EStep and plain.n_chains == 3 and plain.burn == 7
+    sharded = make_estep(glmm, "rwm", shards=2, n_chains=3, burn=7)
+    assert type(sharded) is mcem.ShardedEStep and sharded.shards == 2 and sharded.n_chains == 3
+    direct = mcem.ShardedEStep(glmm, "rwm", shards=2, n_chains=3, burn=7)
+    th = glmm.default_theta()
+    a = sharded.run(th, sharded.init(th, 1), n_draws=5, rng=2)
+    b = direct.run(th, direct.init(th, 1), n_draws=5, rng=2)
+    assert np.array_equal(a.draws["u"], b.draws["u"])  # the factory builds exactly the class
+
+
+def test_estep_itself_refuses_shards_and_points_to_the_factory(glmm):
+    with pytest.raises(TypeError, match=r"EStep takes no shards: .*ShardedEStep.*make_estep"):
+        mcem.EStep(glmm, shards=2)
+    with pytest.raises(TypeError, match=r"EStep takes no executor: "):
+        mcem.EStep(glmm, executor=object())
+    with pytest.raises(TypeError, match=r"EStep got unexpected keyword argument\(s\) \['chains'\]"):
+        mcem.EStep(glmm, chains=2)

@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 
 import mcem
 from mcem.models import GaussianMixture, gaussian_mixture
-from mcem.models.gaussian_mixture import initial_params
+from mcem.models.mixture import initial_params
 
 
 def make_data(seed, N, K, d, spread=4.0):

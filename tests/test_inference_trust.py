@@ -15,14 +15,14 @@ import mcem
 from mcem import constraints as C
 from mcem.exceptions import MonteCarloWarning
 from mcem.inference import degeneracy, marginal_loglik, standard_errors
-from mcem.models import glmm
+from mcem.models import random_intercept as ri
 
 
 # ----------------------------------------------------------------------------- models
 def glmm_100_groups():
     """A logit random-intercept GLMM with 100 groups of 8, its theta, posterior draws and the
     exact log-likelihood at theta (adaptive quadrature with 40 nodes: error below 1e-12)."""
-    sim = glmm.simulate_random_intercept(100, 8, [-0.5, 1.0], 1.2, rng=11)
+    sim = ri.simulate_random_intercept(100, 8, [-0.5, 1.0], 1.2, rng=11)
     model = mcem.models.random_intercept_glmm(sim["X"], sim["y"], sim["group"])
     theta = {"beta": np.array([-0.5, 1.0]), "sigma": np.array(1.2)}
     es = mcem.EStep(model, n_chains=4, burn=200)
@@ -240,7 +240,7 @@ def _ready_made_models():
     mn_X = rng.multivariate_normal([1.0, -1.0, 2.0], [[1, 0.5, 0.2], [0.5, 2, 0.3], [0.2, 0.3, 1.5]], size=80)
     mn_X[rng.random(80) < 0.3, 1] = np.nan
     mn_X[rng.random(80) < 0.2, 2] = np.nan
-    sim = glmm.simulate_random_intercept(30, 6, [0.2, -0.7], 0.9, rng=2)
+    sim = ri.simulate_random_intercept(30, 6, [0.2, -0.7], 0.9, rng=2)
     out = [(f"gaussian_mixture {ct}", mcem.models.gaussian_mixture(faithful, 2, covariance_type=ct), True)
            for ct in ("full", "diag", "spherical")]
     out += [
@@ -266,7 +266,7 @@ def test_no_false_alarm_on_ordinary_fits():
                 res = mcem.fit(model, tol=1e-9, max_iter=2000)
             assert degeneracy(model, res.params) == [], name
     # the quadrature MLE of the GLMM (a fitted theta without an EM run)
-    sim = glmm.simulate_random_intercept(30, 6, [0.2, -0.7], 0.9, rng=2)
+    sim = ri.simulate_random_intercept(30, 6, [0.2, -0.7], 0.9, rng=2)
     model = mcem.models.random_intercept_glmm(sim["X"], sim["y"], sim["group"])
     q = mcem.models.fit_quadrature(sim["X"], sim["y"], sim["group"])
     assert degeneracy(model, q.params) == []

@@ -315,7 +315,7 @@ def test_failure_mid_write_keeps_the_old_file(em, mc, tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 partial archive")
         raise OSError("disk full")
 
-    monkeypatch.setattr(mio.np, "savez_compressed", fail_mid_write)
+    monkeypatch.setattr(np, "savez_compressed", fail_mid_write)
     with pytest.raises(OSError, match="disk full"):
         mio.save_result(mc, path)
     assert path.read_bytes() == before

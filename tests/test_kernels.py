@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.special import logsumexp
+from scipy.special import expit, logsumexp
 
 from mcem import constraints as C
 from mcem.kernels import MALA, RWM, Emcee, Gibbs, Target, categorical_from_logits
@@ -241,6 +241,70 @@ def test_rwm_rejects_bad_options():
         RWM(scale=np.ones(5)).init(np.zeros((2, 3)), lambda z: -0.5 * z**2)
     with pytest.raises(ValueError, match="support"):
         RWM(support=C.positive).init(-np.ones((2, 3)), lambda z: -z)
+
+
+def test_rwm_on_an_interval_follows_the_constraint_bijection_step_by_step():
+    """One non-adapting RWM step against a naive reference: w' = w + s N(0, 1), z = a + (b - a)
+    expit(w), log ratio with the elementwise log-Jacobian, acceptance by -log U ~ Exp(1)."""
+    lo, hi, s = -1.0, 2.0, 0.8
+    c = C.interval(lo, hi)
+
+    def ld(z):
+        return 1.5 * np.log(z - lo) + 0.5 * np.log(hi - z) - z
+
+    def ladj(w):
+        return np.log(hi - lo) - np.logaddexp(0, -w) - np.logaddexp(0, w)
+
+    z0 = np.linspace(-0.5, 1.5, 12).reshape(3, 4)
+    kernel = RWM(s, adapt=False, support=c)
+    assert kernel._tr is c and RWM()._tr is C.real  # the constraint's own bijection
+    st = kernel.init(z0, ld, np.random.default_rng(0))
+    w = np.log((z0 - lo) / (hi - z0))
+    np.testing.assert_allclose(st.w, w, rtol=1e-12)
+    np.testing.assert_allclose(st.ladj, ladj(w), rtol=1e-12)
+    rng, ref = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(5):
+        st, info = kernel.step(st, ld, rng)
+        prop = w + s * ref.standard_normal(w.shape)
+        zp, z = lo + (hi - lo) * expit(prop), lo + (hi - lo) * expit(w)
+        log_ratio = ld(zp) - ld(z) + ladj(prop) - ladj(w)
+        acc = ref.standard_exponential(w.shape) > -log_ratio
+        w = np.where(acc, prop, w)
+        np.testing.assert_array_equal(info.accepted, acc)
+        np.testing.assert_allclose(st.w, w, rtol=1e-12)
+        np.testing.assert_allclose(st.z, lo + (hi - lo) * expit(w), rtol=1e-12)
+    assert 0 < np.mean(info.accepted) < 1
+
+
+def test_mala_on_the_positive_line_uses_the_chain_rule_with_the_jacobian_term():
+    """One non-adapting MALA step against a naive reference on w = log z: the drift is the
+    gradient of log p(exp w) + w, i.e. grad(z) z + 1."""
+    h = 0.4
+
+    def ld(z):
+        return 2.0 * np.log(z) - 1.5 * z
+
+    def grad(z):
+        return 2.0 / z - 1.5
+
+    def g_w(w):
+        return grad(np.exp(w)) * np.exp(w) + 1.0
+
+    kernel = MALA(h, adapt=False, support=C.positive)
+    st = kernel.init(np.full((2, 3), 1.3), Target(ld, grad), np.random.default_rng(0))
+    w = np.full((2, 3), np.log(1.3))
+    np.testing.assert_allclose(st.grad_w, g_w(w), rtol=1e-12)
+    rng, ref = np.random.default_rng(2), np.random.default_rng(2)
+    for _ in range(5):
+        st, info = kernel.step(st, Target(ld, grad), rng)
+        eps = ref.standard_normal(w.shape)
+        prop = w + 0.5 * h**2 * g_w(w) + h * eps
+        back = (w - prop - 0.5 * h**2 * g_w(prop)) / h
+        log_ratio = ld(np.exp(prop)) + prop - ld(np.exp(w)) - w - 0.5 * back**2 + 0.5 * eps**2
+        acc = ref.standard_exponential(w.shape) > -log_ratio
+        w = np.where(acc, prop, w)
+        np.testing.assert_array_equal(info.accepted, acc)
+        np.testing.assert_allclose(st.w, w, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- MALA

@@ -8,7 +8,7 @@ import pytest
 import mcem
 from mcem import constraints as C
 from mcem.models import gaussian_mixture
-from mcem.models.gaussian_mixture import initial_params
+from mcem.models.mixture import initial_params
 
 
 def normal_re_model(y=None):

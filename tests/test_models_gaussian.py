@@ -15,7 +15,7 @@ from scipy import optimize, stats
 
 import mcem
 from mcem.models.linear_gaussian import LowerTrapezoidal, factor_analysis, implied_covariance
-from mcem.models.missing_normal import missing_normal
+from mcem.models.missing import missing_normal
 
 LAMBDA2 = np.array([[0.9, 0.0], [0.8, 0.3], [0.7, 0.0], [0.0, 0.8], [0.2, 0.9], [0.0, 0.7]])
 PSI2 = np.array([0.4, 0.5, 0.6, 0.4, 0.3, 0.5])

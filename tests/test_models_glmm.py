@@ -10,7 +10,8 @@ from scipy import integrate, stats
 from scipy.special import expit
 
 import mcem
-from mcem.models import glmm, glmm_model, glmm_quadrature
+from mcem.models import glmm_model, glmm_quadrature
+from mcem.models import random_intercept as ri
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -64,7 +65,7 @@ def test_quadrature_loglik_matches_brute_force(family):
         ref = brute_force_loglik(theta, X, y, group, family, offset)
 
         def err(n_nodes, adaptive=True, theta=theta):
-            return abs(glmm.quadrature_loglik(theta, X, y, group, family, offset, n_nodes, adaptive) - ref)
+            return abs(ri.quadrature_loglik(theta, X, y, group, family, offset, n_nodes, adaptive) - ref)
 
         assert err(40) < 1e-8
         assert err(20) < 1e-5  # the default; ~1e-9 unless sigma is large
@@ -72,20 +73,20 @@ def test_quadrature_loglik_matches_brute_force(family):
         assert err(6) < 5e-3 and err(6) < 0.05 * err(6, adaptive=False)
     assert err(120, adaptive=False) < 0.05  # plain Gauss-Hermite converges slowly at sigma = 2.5
     small = {"beta": [0.2, -0.5], "sigma": 0.7}
-    plain = glmm.quadrature_loglik(small, X, y, group, family, offset, n_nodes=120, adaptive=False)
+    plain = ri.quadrature_loglik(small, X, y, group, family, offset, n_nodes=120, adaptive=False)
     assert plain == pytest.approx(brute_force_loglik(small, X, y, group, family, offset), abs=1e-8)
 
 
 @pytest.mark.parametrize("family", ["logit", "poisson"])
 def test_fit_quadrature_is_the_maximum_with_hessian_standard_errors(family):
-    d = glmm.simulate_random_intercept(12, 6, [0.3, 0.5], 0.8, family, rng=3)
+    d = ri.simulate_random_intercept(12, 6, [0.3, 0.5], 0.8, family, rng=3)
     X, y, group = d["X"], d["y"], d["group"]
-    fit = glmm.fit_quadrature(X, y, group, family)
+    fit = ri.fit_quadrature(X, y, group, family)
     assert fit.converged
     v = np.append(fit.params["beta"], np.log(fit.params["sigma"]))
 
     def ll(w):
-        return glmm.quadrature_loglik({"beta": w[:-1], "sigma": np.exp(w[-1])}, X, y, group, family)
+        return ri.quadrature_loglik({"beta": w[:-1], "sigma": np.exp(w[-1])}, X, y, group, family)
 
     assert fit.loglik == pytest.approx(ll(v), abs=1e-10)
     # the Hessian by second differences of the log-likelihood itself (not of fit's gradient)
@@ -107,12 +108,12 @@ def test_mcculloch_mle_reproduces_the_literature():
     mod = load_example("mcculloch1997")
     x, y, group = mod.data()
     assert x.shape == y.shape == group.shape == (150,)
-    fit = glmm.fit_quadrature(x, y, group, "logit")
+    fit = ri.fit_quadrature(x, y, group, "logit")
     # quoted as beta = 6.13, sigma^2 ~ 1.7 (McCulloch 1997; Booth & Hobert 1999); quadrature: 6.132, 1.766
     assert fit.params["beta"][0] == pytest.approx(6.132, abs=2e-3)
     assert fit.sigma2 == pytest.approx(1.766, abs=2e-3)
     assert fit.loglik == pytest.approx(-44.0563, abs=1e-3)
-    plain = glmm.fit_quadrature(x, y, group, "logit", n_nodes=60, adaptive=False)
+    plain = ri.fit_quadrature(x, y, group, "logit", n_nodes=60, adaptive=False)
     assert plain.params["beta"][0] == pytest.approx(fit.params["beta"][0], abs=1e-5)
     assert plain.sigma2 == pytest.approx(fit.sigma2, abs=1e-5)
 
@@ -124,7 +125,7 @@ def test_log_joint_matches_naive_scipy(family, chunk, monkeypatch):
     monkeypatch.setattr(glmm_model, "_CHUNK", chunk)
     X, y, group, offset = tiny_data(family, rng=1)
     G = group.max() + 1
-    model = glmm.random_intercept_glmm(X, y, group, family, offset=offset)
+    model = ri.random_intercept_glmm(X, y, group, family, offset=offset)
     theta = {"beta": np.array([0.3, -0.7]), "sigma": np.array(1.3)}
     u = np.random.default_rng(2).standard_normal((3, 2, G)) * 1.5
     lj = model.log_joint(theta, {"u": u})
@@ -145,7 +146,7 @@ def test_log_joint_matches_naive_scipy(family, chunk, monkeypatch):
 @pytest.mark.parametrize("family", ["logit", "poisson"])
 def test_grad_params_matches_finite_differences(family):
     X, y, group, offset = tiny_data(family, rng=4)
-    model = glmm.random_intercept_glmm(X, y, group, family, offset=offset)
+    model = ri.random_intercept_glmm(X, y, group, family, offset=offset)
     theta = {"beta": np.array([0.2, 0.4]), "sigma": np.array(0.9)}
     u = np.random.default_rng(5).standard_normal((2, 3, group.max() + 1))
     g = model.grad_params_fn(theta, {"u": u}, model.data)
@@ -168,7 +169,7 @@ def test_grad_params_matches_finite_differences(family):
 def test_value_and_grad_is_the_total_and_the_gradient(family, chunk, monkeypatch):
     monkeypatch.setattr(glmm_model, "_CHUNK", chunk)
     X, y, group, offset = tiny_data(family, rng=6)
-    model = glmm.random_intercept_glmm(X, y, group, family, offset=offset)
+    model = ri.random_intercept_glmm(X, y, group, family, offset=offset)
     theta = {"beta": np.array([0.2, -0.4]), "sigma": np.array(1.1)}
     u = np.random.default_rng(7).standard_normal((2, 5, group.max() + 1)) * 3.0  # both signs of eta
     total, g = model.value_and_grad_fn(theta, {"u": u}, model.data)
@@ -188,27 +189,27 @@ def test_value_and_grad_is_the_total_and_the_gradient(family, chunk, monkeypatch
 
 
 def test_mc_covariance_matches_update_covariance():
-    d = glmm.simulate_random_intercept(8, 5, [0.2, -0.4], 0.9, "logit", rng=6)
-    model = glmm.random_intercept_glmm(d["X"], d["y"], d["group"])
+    d = ri.simulate_random_intercept(8, 5, [0.2, -0.4], 0.9, "logit", rng=6)
+    model = ri.random_intercept_glmm(d["X"], d["y"], d["group"])
     theta = {"beta": np.array([0.1, -0.3]), "sigma": np.array(0.8)}
     es = mcem.EStep(model, warn=False)
     draws = es.run(theta, es.init(theta, 0), 64, 1).draws
-    ours = glmm.mc_covariance(model, theta, draws)
+    ours = ri.mc_covariance(model, theta, draws)
     ref = mcem.mstep.update_covariance(model, theta, draws)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-12)
 
 
 def test_default_start_sampler_and_input_left_untouched():
-    d = glmm.simulate_random_intercept(10, 5, [0.5, 1.0], 1.0, "logit", rng=7)
+    d = ri.simulate_random_intercept(10, 5, [0.5, 1.0], 1.0, "logit", rng=7)
     X, y, group = d["X"].copy(), d["y"].copy(), d["group"].copy()
-    model = glmm.random_intercept_glmm(X, y, group)
+    model = ri.random_intercept_glmm(X, y, group)
     np.testing.assert_array_equal(X, d["X"])
     np.testing.assert_array_equal(group, d["group"])
     theta0 = model.default_theta()
     assert theta0["sigma"] == 1.0 and theta0["beta"].shape == (2,)
     # the GLM start: the score of the no-random-effects likelihood vanishes
     assert np.max(np.abs(X.T @ (y - expit(X @ theta0["beta"])))) < 1e-6
-    model2 = glmm.random_intercept_glmm(X, y, group, init={"sigma": 2.0})
+    model2 = ri.random_intercept_glmm(X, y, group, init={"sigma": 2.0})
     assert model2.default_theta()["sigma"] == 2.0
     assert "RWM" in repr(mcem.EStep(model).kernel)
 
@@ -239,27 +240,27 @@ def _base():
 def test_bad_input_raises_clear_errors(change, match):
     X, y, g, family = change(*_base())
     with pytest.raises(ValueError, match=match):
-        glmm.random_intercept_glmm(X, y, g, family)
+        ri.random_intercept_glmm(X, y, g, family)
     with pytest.raises(ValueError, match=match):
-        glmm.fit_quadrature(X, y, g, family)
+        ri.fit_quadrature(X, y, g, family)
 
 
 def test_bad_offset_init_theta_and_types():
     X, y, g = _base()
     with pytest.raises(ValueError, match=r"offset must have shape \(6,\).*got shape \(3,\)"):
-        glmm.random_intercept_glmm(X, y, g, offset=np.zeros(3))
+        ri.random_intercept_glmm(X, y, g, offset=np.zeros(3))
     with pytest.raises(ValueError, match=r"init has unknown parameter\(s\) \['tau'\]"):
-        glmm.random_intercept_glmm(X, y, g, init={"tau": 1.0})
+        ri.random_intercept_glmm(X, y, g, init={"tau": 1.0})
     with pytest.raises(ValueError, match=r"init\['sigma'\] must lie in"):
-        glmm.random_intercept_glmm(X, y, g, init={"sigma": -1.0})
+        ri.random_intercept_glmm(X, y, g, init={"sigma": -1.0})
     with pytest.raises(TypeError, match=r"X must be a numeric array, got dtype <U1"):
-        glmm.random_intercept_glmm(np.array(["a"] * 6), y, g)
+        ri.random_intercept_glmm(np.array(["a"] * 6), y, g)
     with pytest.raises(ValueError, match=r"theta\['beta'\] must have shape \(2,\).*got \(3,\)"):
-        glmm.quadrature_loglik({"beta": [0, 0, 0], "sigma": 1.0}, X, y, g)
+        ri.quadrature_loglik({"beta": [0, 0, 0], "sigma": 1.0}, X, y, g)
     with pytest.raises(ValueError, match=r"n_nodes must be an int >= 1, got 0"):
-        glmm.quadrature_loglik({"beta": [0, 0], "sigma": 1.0}, X, y, g, n_nodes=0)
+        ri.quadrature_loglik({"beta": [0, 0], "sigma": 1.0}, X, y, g, n_nodes=0)
     with pytest.raises(TypeError, match=r"model must be made by random_intercept_glmm"):
-        glmm.mc_covariance(mcem.models.gaussian_mixture(np.arange(10.0)[:, None], 2), {}, {})
+        ri.mc_covariance(mcem.models.gaussian_mixture(np.arange(10.0)[:, None], 2), {}, {})
 
 
 # --------------------------------------------------------------------------- worked examples

@@ -37,7 +37,7 @@ from mcem.models.crossed import (
 )
 from mcem.models.linkage import LINKAGE_COUNTS, genetic_linkage, linkage_mle
 from mcem.models.pumps import PUMP_FAILURES, PUMP_TIMES, _solve_alpha, pump_failures, pumps_mle
-from mcem.models.tobit import motorette, motorette_data, tobit, tobit_loglik, tobit_mle
+from mcem.models.censored import motorette, motorette_data, tobit, tobit_loglik, tobit_mle
 
 from _mc import assert_mean
 

@@ -20,12 +20,10 @@ import mcem
 import mcem.models
 from mcem.models._common import Memo, ready_model
 
-# modules by full name: the package mcem.models rebinds some of their names to functions
-crossed, gm, glmm_model, linear_gaussian, linkage, missing_normal, pumps, tobit = (
-    importlib.import_module(f"mcem.models.{m}")
-    for m in ("crossed", "gaussian_mixture", "glmm_model", "linear_gaussian", "linkage", "missing_normal",
-              "pumps", "tobit")
-)
+from mcem.models import censored as tobit
+from mcem.models import crossed, glmm_model, linear_gaussian, linkage, pumps
+from mcem.models import missing as missing_normal
+from mcem.models import mixture as gm
 
 RNG = np.random.default_rng(20240611)
 X2 = np.concatenate([RNG.normal(-2.0, 1.0, (15, 2)), RNG.normal(2.0, 0.7, (15, 2))])
@@ -41,7 +39,7 @@ CROSSED = dict(y=[1, 0, 1, 1, 0, 0, 1, 0], X=np.ones((8, 1)), female=[0, 0, 1, 1
 
 #: Every ready-model constructor: small instances (several where options change the functions).
 CONSTRUCTORS = {
-    "mcem.models.gaussian_mixture.gaussian_mixture": lambda: [
+    "mcem.models.mixture.gaussian_mixture": lambda: [
         gm.gaussian_mixture(X2, 2, ct) for ct in ("full", "diag", "spherical")
     ],
     "mcem.models.glmm_model.random_intercept_glmm": lambda: [
@@ -54,13 +52,13 @@ CONSTRUCTORS = {
         linear_gaussian.factor_analysis(X5, 2, noise=noise, loadings=loadings)
         for noise in ("diagonal", "isotropic") for loadings in ("full", "lower")
     ],
-    "mcem.models.missing_normal.missing_normal": lambda: [missing_normal.missing_normal(X_MISSING)],
+    "mcem.models.missing.missing_normal": lambda: [missing_normal.missing_normal(X_MISSING)],
     "mcem.models.crossed.crossed_logit": lambda: [
         crossed.crossed_logit(**CROSSED), crossed.crossed_logit(**CROSSED, quadrature=8)
     ],
     "mcem.models.crossed.salamander": lambda: [crossed.salamander()],
-    "mcem.models.tobit.tobit": lambda: [tobit.tobit(TOBIT_Y, TOBIT_X, TOBIT_Y > 1.0)],
-    "mcem.models.tobit.motorette": lambda: [tobit.motorette()],
+    "mcem.models.censored.tobit": lambda: [tobit.tobit(TOBIT_Y, TOBIT_X, TOBIT_Y > 1.0)],
+    "mcem.models.censored.motorette": lambda: [tobit.motorette()],
     "mcem.models.linkage.genetic_linkage": lambda: [linkage.genetic_linkage()],
     "mcem.models.pumps.pump_failures": lambda: [pumps.pump_failures()],
 }
@@ -69,10 +67,10 @@ CONSTRUCTORS = {
 NOT_MODELS = {
     "mcem.models.crossed.crossed_logit_loglik",
     "mcem.models.crossed.salamander_design",
-    "mcem.models.gaussian_mixture.GaussianMixture",
-    "mcem.models.gaussian_mixture.component_log_density",
-    "mcem.models.gaussian_mixture.initial_params",
-    "mcem.models.gaussian_mixture.kmeans_plusplus",
+    "mcem.models.mixture.GaussianMixture",
+    "mcem.models.mixture.component_log_density",
+    "mcem.models.mixture.initial_params",
+    "mcem.models.mixture.kmeans_plusplus",
     "mcem.models.glmm_model.mc_covariance",
     "mcem.models.glmm_model.simulate_random_intercept",
     "mcem.models.glmm_quadrature.QuadratureFit",
@@ -84,12 +82,12 @@ NOT_MODELS = {
     "mcem.models.linear_gaussian.implied_covariance",
     "mcem.models.linear_gaussian.initial_params",
     "mcem.models.linkage.linkage_mle",
-    "mcem.models.missing_normal.initial_params",
+    "mcem.models.missing.initial_params",
     "mcem.models.pumps.pumps_loglik",
     "mcem.models.pumps.pumps_mle",
-    "mcem.models.tobit.motorette_data",
-    "mcem.models.tobit.tobit_loglik",
-    "mcem.models.tobit.tobit_mle",
+    "mcem.models.censored.motorette_data",
+    "mcem.models.censored.tobit_loglik",
+    "mcem.models.censored.tobit_mle",
 }
 
 

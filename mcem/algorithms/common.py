@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
+from .. import estep_factory
 from .._validation import check_choice
-from ..estep import EStep
 
 __all__ = ["make_estep", "estep_option_names", "diag_values", "track", "choose_mstep"]
 
 
 def make_estep(model, sampler, estep_options, **defaults):
-    """The MCMC E step; ``estep_options`` are :class:`mcem.EStep` keywords (n_chains, burn, ...)."""
-    return EStep(model, sampler, **{**defaults, **estep_options})
+    """The MCMC E step: an :class:`mcem.EStep`, or an :class:`mcem.ShardedEStep` when the options
+    hold ``shards``; ``estep_options`` are the keywords of
+    :func:`mcem.estep_factory.make_estep` (n_chains, burn, ..., shards, executor)."""
+    return estep_factory.make_estep(model, sampler, **{**defaults, **estep_options})
 
 
 def estep_option_names() -> list:
-    """The keywords of :class:`mcem.EStep` a Monte Carlo method passes on."""
-    return [n for n in inspect.signature(EStep.__init__).parameters if n not in ("self", "model", "sampler")]
+    """The E-step keywords a Monte Carlo method passes on (:class:`mcem.EStep`'s, then
+    ``shards`` and ``executor``)."""
+    return estep_factory.estep_option_names()
 
 
 def diag_values(diag) -> dict:

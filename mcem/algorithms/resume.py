@@ -16,7 +16,7 @@ from .._validation import check_bool, check_positive_int
 from ..checkpoint import _model_spec, load_checkpoint
 from ..distributed import ShardedState
 from ..estep import EStepState
-from ..model import Model
+from ..core import Model
 from ..serial import fingerprint_differences, model_fingerprint
 from . import gem
 from .registry import METHODS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import mstep as M
-from ..checkpoint import clone_generator
+from ..serial.codec import clone_generator
 
 __all__ = ["StreamedDraws", "stream_run", "concat_draws"]
 

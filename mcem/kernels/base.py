@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import expit
 
 from .. import constraints as C
 
@@ -182,84 +181,32 @@ def accept_prob(log_ratio):
 
 
 # ---------------------------------------------------------------------------- support transforms
-class _Identity:
-    identity = True
-
-    @staticmethod
-    def forward(w):
-        return w
-
-    @staticmethod
-    def inverse(z):
-        return np.array(z, dtype=float)
-
-    @staticmethod
-    def ladj(w):
-        return None
-
-    @staticmethod
-    def grad_to_w(w, gz):
-        return gz
-
-
-class _Log:
-    identity = False
-
-    @staticmethod
-    def forward(w):
-        return np.exp(w)
-
-    @staticmethod
-    def inverse(z):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(np.asarray(z, dtype=float))
-
-    @staticmethod
-    def ladj(w):
-        return w
-
-    @staticmethod
-    def grad_to_w(w, gz):
-        # d/dw [log p(exp w) + w] = gz * exp(w) + 1
-        return gz * np.exp(w) + 1.0
-
-
-class _Logit:
-    identity = False
-
-    def __init__(self, low, high):
-        self.low, self.high = float(low), float(high)
-        self._c = C.interval(low, high)
-
-    def forward(self, w):
-        return self._c.forward(w)
-
-    def inverse(self, z):
-        return self._c.inverse(z)
-
-    def ladj(self, w):
-        return self._c.elementwise_log_abs_det_jacobian(w)
-
-    def grad_to_w(self, w, gz):
-        s = expit(w)
-        return gz * (self.high - self.low) * s * (1.0 - s) + (1.0 - 2.0 * s)
-
-
 def support_transform(support):
-    """The bijection from the unconstrained scale onto an elementwise continuous support.
+    """The constraint whose bijection maps the unconstrained scale onto an elementwise support.
 
-    ``None`` and ``constraints.real`` give the identity, ``positive`` the exponential and
-    ``interval(a, b)`` the scaled logistic. Each transform has ``forward``, ``inverse``,
-    ``ladj`` (the elementwise log|dz/dw|, or None for the identity) and ``grad_to_w`` (the chain
-    rule for a gradient, Jacobian term included).
+    ``None`` gives ``constraints.real`` (the identity); ``constraints.real``, ``positive`` (the
+    exponential) and ``interval(a, b)`` (the scaled logistic) are returned as they are. The
+    kernels use the constraint's ``forward``, ``inverse``, ``elementwise_log_abs_det_jacobian``,
+    ``log_density_grad`` (the chain rule for a gradient, Jacobian term included) and
+    ``is_identity``; see also :func:`to_unconstrained` and :func:`log_jacobian`.
     """
-    if support is None or isinstance(support, C.Real):
-        return _Identity()
-    if isinstance(support, C.Positive):
-        return _Log()
-    if isinstance(support, C.Interval):
-        return _Logit(support.low, support.high)
+    if support is None:
+        return C.real
+    if isinstance(support, C.Real | C.Positive | C.Interval):
+        return support
     raise TypeError(
         "a continuous kernel needs an elementwise support (constraints.real, positive or "
         f"interval(a, b)), got {support!r}"
     )
+
+
+def to_unconstrained(tr, z):
+    """``tr.inverse(z)`` as a new float array (never a view of ``z``). A value outside the
+    support gives NaN or an infinity without a warning: the kernels refuse it by name."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.array(tr.inverse(z), dtype=float)
+
+
+def log_jacobian(tr, w):
+    """The elementwise log|dz/dw| of ``tr`` at ``w``, or None for the identity (no term)."""
+    return None if tr.is_identity else tr.elementwise_log_abs_det_jacobian(w)

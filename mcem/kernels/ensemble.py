@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import emcee
 import numpy as np
 
 from .._validation import check_positive_float
-from .base import Kernel, SiteInfo, support_transform
+from .base import Kernel, SiteInfo, log_jacobian, support_transform, to_unconstrained
 
 __all__ = ["Emcee", "EmceeState"]
 
@@ -29,14 +30,6 @@ class EmceeState(NamedTuple):
     coords: np.ndarray  # (chains, ndim), unconstrained walker positions
     logp: np.ndarray  # (chains,) log density at z (no Jacobian)
     log_prob: np.ndarray  # (chains,) emcee's log probability: logp + log|dz/dw|
-
-
-def _emcee():
-    try:
-        import emcee
-    except ImportError as exc:  # pragma: no cover - emcee is a dependency
-        raise ImportError("the Emcee kernel needs the 'emcee' package (pip install emcee)") from exc
-    return emcee
 
 
 def _legacy_state(rng):
@@ -93,7 +86,7 @@ class Emcee(Kernel):
             with np.errstate(over="ignore"):
                 zw = tr.forward(w)
             lp = np.asarray(logdensity(zw), dtype=float).reshape(n, -1).sum(axis=1)
-            ladj = tr.ladj(w)
+            ladj = log_jacobian(tr, w)
             if ladj is not None:
                 lp = lp + ladj.reshape(n, -1).sum(axis=1)
             # emcee raises on NaN; a NaN log density means zero density here
@@ -102,7 +95,7 @@ class Emcee(Kernel):
         return log_prob
 
     def _ladj(self, coords):
-        ladj = self._tr.ladj(coords)
+        ladj = log_jacobian(self._tr, coords)
         return 0.0 if ladj is None else ladj.sum(axis=1)
 
     def _evaluate(self, coords, shape, logdensity):
@@ -112,7 +105,6 @@ class Emcee(Kernel):
         return EmceeState(self._tr.forward(w), coords, log_prob - self._ladj(coords), log_prob)
 
     def _sampler(self, nwalkers, ndim, logdensity, shape):
-        emcee = _emcee()
         if nwalkers < 2 * ndim:
             raise ValueError(
                 f"Emcee: the ensemble needs at least 2 * ndim = {2 * ndim} walkers (chains) for a "
@@ -124,7 +116,6 @@ class Emcee(Kernel):
 
     # ------------------------------------------------------------------ kernel interface
     def init(self, z0, logdensity, rng):
-        emcee = _emcee()
         z0 = np.asarray(z0, dtype=float)
         if z0.ndim < 1:
             raise ValueError(f"Emcee: z0 must have a leading chain axis, got shape {z0.shape}")
@@ -135,7 +126,7 @@ class Emcee(Kernel):
                 f"Emcee: the ensemble needs at least 2 * ndim = {2 * ndim} walkers (chains), "
                 f"got {chains}; raise n_chains or use RWM"
             )
-        coords = self._tr.inverse(z0).reshape(chains, ndim)
+        coords = to_unconstrained(self._tr, z0).reshape(chains, ndim)
         if not np.all(np.isfinite(coords)):
             raise ValueError(f"Emcee: z0 must lie inside the support {self.support!r}")
         if not emcee.ensemble.walkers_independent(coords):
@@ -147,7 +138,6 @@ class Emcee(Kernel):
 
     def step(self, state, logdensity, rng, adapt=False):
         """One ensemble update of all walkers (starting from the cached, refreshed log_prob)."""
-        emcee = _emcee()
         shape = state.z.shape[1:]
         nwalkers, ndim = state.coords.shape
         sampler = self._sampler(nwalkers, ndim, logdensity, shape)
@@ -173,7 +163,6 @@ class Emcee(Kernel):
         acceptance fraction ``(chains,)``. The log probability of the starting state is
         recomputed by emcee (a fresh ``emcee.State`` with ``log_prob=None``).
         """
-        emcee = _emcee()
         shape = state.z.shape[1:]
         nwalkers, ndim = state.coords.shape
         if n_draws == 0:
@@ -184,7 +173,7 @@ class Emcee(Kernel):
         sampler.run_mcmc(start, n_draws, thin_by=int(thin), skip_initial_state_check=True)
         chain = np.swapaxes(sampler.get_chain(), 0, 1)  # (walker, step, dim) = (chain, draw, dim)
         log_prob = np.swapaxes(sampler.get_log_prob(), 0, 1)  # (chain, draw)
-        ladj = self._tr.ladj(chain)
+        ladj = log_jacobian(self._tr, chain)
         logp = log_prob - (0.0 if ladj is None else ladj.sum(axis=-1))
         draws = self._tr.forward(chain.reshape((nwalkers, n_draws) + shape))
         last = sampler.get_last_sample()

@@ -89,7 +89,7 @@ class MALA(RWM):
         gz = np.asarray(g(z), dtype=float)
         if gz.shape != z.shape:
             raise ValueError(f"MALA: grad returned shape {gz.shape}, expected the latent's {z.shape}")
-        return self._tr.grad_to_w(w, gz)
+        return self._tr.log_density_grad(w, gz)
 
     def init(self, z0, logdensity, rng=None):
         st = super().init(z0, logdensity, rng)
@@ -113,15 +113,15 @@ class MALA(RWM):
             back = (w - prop - 0.5 * he**2 * g_new) / he
             log_q = -0.5 * reduce_to(back**2, nd) + 0.5 * reduce_to(eps**2, nd)
             log_ratio = lp_new - lp + log_q
-            if not self._tr.identity:
+            if not self._tr.is_identity:
                 log_ratio = log_ratio + ladj_new - state.ladj
         accepted = rng.standard_exponential(log_ratio.shape) > -log_ratio
         acc_e = expand_to(accepted, w.ndim)
         w = np.where(acc_e, prop, w)
-        z = w if self._tr.identity else np.where(acc_e, z_new, state.z)
+        z = w if self._tr.is_identity else np.where(acc_e, z_new, state.z)
         g = np.where(acc_e, g_new, state.grad_w)
         lp = np.where(accepted, lp_new, lp)
-        ladj = state.ladj if self._tr.identity else np.where(accepted, ladj_new, state.ladj)
+        ladj = state.ladj if self._tr.is_identity else np.where(accepted, ladj_new, state.ladj)
         n_adapt = state.n_adapt
         if adapt and self.adapt:
             h = np.exp(

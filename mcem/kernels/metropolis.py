@@ -26,10 +26,12 @@ from .base import (
     check_logp,
     default_target_accept,
     expand_to,
+    log_jacobian,
     proposal_dim,
     reduce_to,
     robbins_monro,
     support_transform,
+    to_unconstrained,
 )
 
 __all__ = ["RWM", "RWMState"]
@@ -123,7 +125,7 @@ class RWM(Kernel):
                 f"{type(self).__name__}: the log density changed its output from {lp_ndim} to "
                 f"{lp.ndim} axes"
             )
-        ladj = tr.ladj(w)
+        ladj = log_jacobian(tr, w)
         ladj = 0.0 if ladj is None else reduce_to(ladj, lp.ndim)
         return z, lp, ladj
 
@@ -139,7 +141,7 @@ class RWM(Kernel):
             raise ValueError(
                 f"{type(self).__name__}: z0 must have a leading chain axis, got shape {z0.shape}"
             )
-        w = self._tr.inverse(z0)
+        w = to_unconstrained(self._tr, z0)
         if not np.all(np.isfinite(w)):
             raise ValueError(f"{type(self).__name__}: z0 must lie inside the support {self.support!r}")
         z, lp, ladj = self._evaluate(w, logdensity)
@@ -165,15 +167,15 @@ class RWM(Kernel):
         z_new, lp_new, ladj_new = self._evaluate(prop, logdensity, nd)
         with np.errstate(invalid="ignore"):
             log_ratio = lp_new - lp
-            if not self._tr.identity:
+            if not self._tr.is_identity:
                 log_ratio += ladj_new - state.ladj
         # accept when log U < log_ratio, with -log U ~ Exp(1); NaN never accepts
         accepted = rng.standard_exponential(log_ratio.shape) > -log_ratio
         acc_e = expand_to(accepted, w.ndim)
         w = np.where(acc_e, prop, w)
-        z = w if self._tr.identity else np.where(acc_e, z_new, state.z)
+        z = w if self._tr.is_identity else np.where(acc_e, z_new, state.z)
         lp = np.where(accepted, lp_new, lp)
-        ladj = state.ladj if self._tr.identity else np.where(accepted, ladj_new, state.ladj)
+        ladj = state.ladj if self._tr.is_identity else np.where(accepted, ladj_new, state.ladj)
         n_adapt = state.n_adapt
         if adapt and self.adapt:
             target = self._target_accept(w, nd)

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from .._validation import check_data, with_context
-from ..model import Model
+from ..core import Model
 from .subset import row_subset
 from .trace import Handle, count_observations
 from .units import check_units, scatter, unit_maps

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import constraints as C
 from .._validation import as_real_array
-from ..model import Continuous, Discrete
+from ..core import Continuous, Discrete
 
 __all__ = ["Site", "Handle", "count_observations"]
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import sparse
 
-from ..model import Discrete
+from ..core import Discrete
 
 __all__ = ["unit_maps", "scatter", "check_units"]
 

@@ -1,18 +1,30 @@
-"""Ready-made models, each a :class:`mcem.Model` with a documented parameterisation."""
+"""Ready-made models, each a :class:`mcem.Model` with a documented parameterisation.
 
-from . import crossed, glmm, linkage, pumps, tobit
+The constructors are functions of this package (``mcem.models.tobit(...)``); the modules that
+hold them have other names (``mcem.models.censored``, ``mixture``, ``missing``,
+``random_intercept``, ...), so that ``from mcem.models import tobit`` is always the function.
+"""
+
+from . import censored, crossed, glmm_model, glmm_quadrature, linear_gaussian, linkage, missing, mixture, pumps, random_intercept
 from .crossed import crossed_logit, salamander
-from .gaussian_mixture import GaussianMixture, gaussian_mixture
+from .mixture import GaussianMixture, gaussian_mixture
 from .glmm_model import random_intercept_glmm
 from .glmm_quadrature import fit_quadrature, quadrature_loglik
 from .linear_gaussian import factor_analysis, implied_covariance
 from .linkage import genetic_linkage, linkage_mle
-from .missing_normal import missing_normal
+from .missing import missing_normal
 from .pumps import pump_failures, pumps_mle
-from .tobit import motorette, tobit, tobit_mle
+from .censored import motorette, tobit, tobit_mle
 
 __all__ = [
     "GaussianMixture",
+    "censored",
+    "glmm_model",
+    "glmm_quadrature",
+    "linear_gaussian",
+    "missing",
+    "mixture",
+    "random_intercept",
     "crossed",
     "crossed_logit",
     "genetic_linkage",
@@ -28,7 +40,6 @@ __all__ = [
     "factor_analysis",
     "fit_quadrature",
     "gaussian_mixture",
-    "glmm",
     "implied_covariance",
     "missing_normal",
     "quadrature_loglik",

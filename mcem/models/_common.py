@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from ..model import Model
+from ..core import Model
 
 __all__ = ["Memo", "bind", "float_matrix", "ready_model"]
 

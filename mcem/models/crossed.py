@@ -42,7 +42,7 @@ from scipy.special import expit, logsumexp, roots_hermite
 
 from .. import constraints as C
 from ..datasets import load_salamander
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ._common import Memo, bind, ready_model
 
 __all__ = [

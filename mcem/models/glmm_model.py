@@ -1,6 +1,6 @@
 """The random-intercept GLMM (logit and Poisson links) as an :class:`mcem.Model`.
 
-:func:`random_intercept_glmm` builds the model of :mod:`mcem.models.glmm` (parameters ``beta``
+:func:`random_intercept_glmm` builds the model of :mod:`mcem.models.random_intercept` (parameters ``beta``
 and ``sigma``, one random intercept ``u_g`` per group) with a per-group log joint (observations
 are sorted by group once, then summed per group with ``np.add.reduceat``: no loop over groups or
 observations), a summed fast path for Q evaluations and the analytic gradient in ``beta`` and
@@ -21,7 +21,7 @@ from scipy.special import expit
 
 from .. import constraints as C
 from .._validation import check_choice, check_positive_int
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ..mstep import _mean_covariance
 from ._common import ready_model
 from ._glmm_common import (

@@ -1,7 +1,7 @@
 """The quadrature oracle of the random-intercept GLMM, and Monte Carlo fits compared with it.
 
 With a one-dimensional random effect per group the marginal likelihood of
-:func:`mcem.models.glmm.random_intercept_glmm` is a product of one-dimensional integrals, which
+:func:`mcem.models.random_intercept.random_intercept_glmm` is a product of one-dimensional integrals, which
 adaptive Gauss-Hermite quadrature computes to near machine precision (Liu & Pierce 1994; Pinheiro &
 Bates 1995). :func:`quadrature_loglik` evaluates it and :func:`fit_quadrature` maximises it (BFGS on
 ``(beta, log sigma)``), with standard errors from the numerical Hessian. This is the reference every
@@ -246,13 +246,13 @@ def fit_quadrature(
 
 # --------------------------------------------------------------------------- a fit against the oracle
 def compare_to_quadrature(result, oracle, model=None, mc_cov=None) -> Comparison:
-    """``result`` (an MCEM/SAEM fit of :func:`~mcem.models.glmm.random_intercept_glmm`) next to
+    """``result`` (an MCEM/SAEM fit of :func:`~mcem.models.random_intercept.random_intercept_glmm`) next to
     the quadrature MLE ``oracle`` (:func:`fit_quadrature`): a :class:`mcem.Comparison` of kind
     ``"reference"`` (:func:`mcem.compare.compare_to_reference`), one row per scalar parameter.
 
     ``sigma2`` (the variance, delta method) is added after ``sigma``. The Monte Carlo errors of
     the estimate come from ``mc_cov``, a covariance in ``(beta, log sigma)``; default
-    :func:`~mcem.models.glmm.mc_covariance` on the result's final draws.
+    :func:`~mcem.models.random_intercept.mc_covariance` on the result's final draws.
     """
     model = model if model is not None else getattr(result, "_model", None)
     if model is None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import constraints as C
 from .._validation import check_choice, check_positive_int
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ._common import Memo, bind, float_matrix, ready_model
 
 __all__ = ["factor_analysis", "LowerTrapezoidal", "implied_covariance", "initial_params"]

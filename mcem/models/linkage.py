@@ -31,7 +31,7 @@ from scipy.special import gammaln
 
 from .. import constraints as C
 from .._validation import as_generator
-from ..model import Discrete, Model
+from ..core import Discrete, Model
 from ._common import ready_model
 
 __all__ = ["genetic_linkage", "linkage_mle", "LINKAGE_COUNTS"]

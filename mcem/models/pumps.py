@@ -36,7 +36,7 @@ from scipy.special import digamma, gammaln, polygamma
 
 from .. import constraints as C
 from .._validation import as_generator
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ._common import ready_model
 
 __all__ = ["pump_failures", "pumps_mle", "pumps_loglik", "PUMP_FAILURES", "PUMP_TIMES"]

@@ -41,7 +41,7 @@ from scipy.special import log_ndtr, ndtri_exp
 from .. import constraints as C
 from .._validation import as_generator
 from ..datasets import load_motorette
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ._common import bind, ready_model
 
 __all__ = ["tobit", "tobit_mle", "tobit_loglik", "motorette", "motorette_data", "SCHMEE_HAHN_1979"]

@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 from .. import constraints as C
 from .._validation import as_generator, check_choice, check_mapping, check_positive_float, check_positive_int
 from ..fit import fit as _fit
-from ..model import Discrete, Model
+from ..core import Discrete, Model
 from ._common import Memo, bind, ready_model
 
 __all__ = ["GaussianMixture", "gaussian_mixture", "component_log_density", "kmeans_plusplus"]

@@ -1,24 +1,14 @@
-"""Shared pieces of the package's files: model fingerprints and atomic writes.
+"""Model fingerprints: what identifies a model in a file that cannot store the model itself.
 
-Model fingerprints
-------------------
 A checkpoint (:mod:`mcem.checkpoint`) and a saved result (:mod:`mcem.io`) cannot store the model
-itself (its functions need pickle), so they store its *fingerprint* (:func:`model_fingerprint`):
-the model's name, its parameter declarations (constraint and shape), its latent declarations
-(kind, shape, unit axis, support, ``K``) and a SHA-256 hash of its data. The data hash covers the
+(its functions need pickle), so they store its *fingerprint* (:func:`model_fingerprint`): the
+model's name, its parameter declarations (constraint and shape), its latent declarations (kind,
+shape, unit axis, support, ``K``) and a SHA-256 hash of its data. The data hash covers the
 structure (dicts, tuples, lists, their keys and lengths) and, for every array, its dtype, shape
 and bytes; for numbers and strings their type and exact ``repr``; other objects contribute their
 type only (or their array form when they have one). Each top-level entry of the data (``data``
 itself, ``data['y']``, ``data[0]``, ...) also gets its own hash, so that
 :func:`fingerprint_differences` can say which entry differs.
-
-Atomic writes
--------------
-:func:`write_atomic` writes a file to a temporary file in the same directory named after its
-target, ``.mcem-ckpt-<target name>.<12 hex digits>.tmp``, flushes and fsyncs it and moves it over
-the target with :func:`os.replace` (then fsyncs the directory where that is possible). A process
-killed during the write leaves the temporary file behind; :func:`remove_leftovers` removes the
-temporary files of one target only (the exact name pattern of that target), never another's.
 """
 
 from __future__ import annotations
@@ -26,29 +16,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import numbers
-import os
-import re
-import secrets
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = [
-    "model_fingerprint",
-    "fingerprint_differences",
-    "write_atomic",
-    "remove_leftovers",
-    "fsync_directory",
-    "temp_name",
-]
+__all__ = ["model_fingerprint", "fingerprint_differences", "data_fingerprint", "FINGERPRINT_VERSION"]
 
-TMP_PREFIX = ".mcem-ckpt-"
 FINGERPRINT_VERSION = 1
 _MAX_PARTS = 256  # top-level data entries hashed one by one (beyond that, only the whole)
-
-
-# --------------------------------------------------------------------------------------------
-# model fingerprints
 
 
 def _feed(h, tag: str, *parts) -> None:
@@ -209,70 +184,3 @@ def fingerprint_differences(saved, current, source="the checkpoint") -> list[str
         return diffs
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the model fingerprint stored in {source} is malformed ({exc})") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def temp_name(target: str) -> str:
-    """A fresh temporary file name for ``target`` (a file name, not a path)."""
-    return f"{TMP_PREFIX}{target}.{secrets.token_hex(6)}.tmp"
-
-
-def _leftover_pattern(target: str):
-    return re.compile(re.escape(f"{TMP_PREFIX}{target}.") + r"[0-9a-f]{12}\.tmp")
-
-
-def remove_leftovers(folder: str, target: str) -> list[str]:
-    """Remove the temporary files a killed writer of ``folder/target`` left; return their names."""
-    pattern = _leftover_pattern(target)
-    gone = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return gone
-    for e in entries:
-        if pattern.fullmatch(e.name):
-            with contextlib.suppress(OSError):
-                os.unlink(e.path)
-                gone.append(e.name)
-    return gone
-
-
-def fsync_directory(folder: str) -> None:
-    """Make a rename or a new entry in ``folder`` durable (POSIX; a no-op where unsupported)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        dfd = os.open(folder, flags)
-    except OSError:  # pragma: no cover - directories cannot be opened everywhere
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
-        pass
-    finally:
-        os.close(dfd)
-
-
-def write_atomic(path: str, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file named after ``path``, fsync, rename.
-
-    On any error (also KeyboardInterrupt) the temporary file is removed and an existing ``path``
-    is left untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, temp_name(os.path.basename(path)))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        fsync_directory(folder)

@@ -8,7 +8,62 @@ A :class:`Model` is plain data plus one vectorised function::
 leading batch axes (for example ``(chains, draws)``) in front of each latent's declared shape, and
 the return value holds one log density per batch element, shape ``batch``, or, when the latent
 units are conditionally independent given theta, one per batch element and unit, shape
-``batch + (n_units,)``. Summing the unit axis gives the log joint.
+``batch + (n_units,)``. Summing the unit axis gives the log joint. The latent declarations,
+:class:`Discrete` and :class:`Continuous`, live in :mod:`mcem.core.latents`; the checks of the
+declaration and of the first call (:meth:`Model.validate`) in :mod:`mcem.core.declaration`; those
+behind :meth:`Model.subset` in :mod:`mcem.core.subset`; :meth:`Model.check` in
+:mod:`mcem.core.check`.
+
+Batch layouts
+-------------
+The package calls ``log_joint`` (and the optional functions) with these batch shapes. In the
+last column, "batch" is the latents' batch shape, "units" is ``batch + (n_units,)``, "either"
+means batch or units, and "summed" means either, the caller summing the unit axis
+(:meth:`Model.log_joint_sum`). ``K`` is the number of states of a Discrete latent, ``N`` the
+number of units.
+
+=======================  =====================================  ==============================
+Caller                   Latents' batch shape                   Shape expected back
+=======================  =====================================  ==============================
+``Model.validate``       ``(2,)`` (every fit; ``per_unit``)     either
+MCMC site kernels        ``(chains,)`` (RWM, MALA, Gibbs)       either
+one chain, emcee         ``(1,)``; ``(chains // 2,)`` (emcee    either (emcee sums units)
+                         moves half the walkers at once)
+Gibbs enumeration        updated Discrete site ``(K,            either
+                         chains)``, other latents
+                         ``(chains,)`` (broadcast)
+E-step trace             ``(chains,)``; ``(chains, draws)``     summed
+                         after an emcee block
+Q estimate, Louis        ``(chains, draws)`` (Q, delta Q,       either
+                         per-draw scores)
+Adam M step              ``(1, batch_draws)``                   either
+streamed MCEM            ``(chains,)`` (delta Q replay)         summed
+sum over K states        ``(K,)``: state k in every unit of     ``(K, N)``: units required
+                         the one Discrete unit latent (GEM's
+                         Q, ``marginal_loglik``)
+all-state enumeration    ``(n_states,)`` (every latent          summed
+                         Discrete; ``marginal_loglik``)
+importance sampling      ``(R,)`` (``marginal_loglik``)         ``(R, N)`` with one unit
+                                                                latent (units required), else
+                                                                summed
+sharded blocks           ``(3,)`` on the whole model and on     summed
+                         each ``subset`` model (also
+                         ``batch_units``)
+``conditionals[name]``   as ``log_joint``: ``(chains,)``,       ``batch + (n_units,)``
+                         ``(K, chains)``
+``grad_params``          ``(chains, draws)``;                   dict: ``batch + param_shape``
+                         ``(1, batch_draws)``
+``value_and_grad``       ``(chains, draws)``                    ``(total, grads)``, total of
+                                                                shape batch
+``log_joint_total``      any batch above                        batch
+``sufficient_stats``     ``(chains * draws,)``; ``(chains,)``   dict, averaged over the batch
+                         when streamed
+``posterior_sampler``    argument ``batch = (chains,)``         latents ``batch + shape``
+=======================  =====================================  ==============================
+
+The batch shape says nothing about the values: a batch element's log density must not depend on
+the layout it arrives in (a ``(chains, draws)`` batch gives the values of the same latents passed
+as ``(chains * draws,)``). :meth:`Model.check` probes every layout above on a model.
 
 Inside the package parameters travel as one flat unconstrained vector (``to_unconstrained`` /
 ``from_unconstrained``); at the edges they are dicts of constrained arrays.
@@ -22,113 +77,21 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from . import constraints as C
-from ._validation import as_real_array, check_data, describe_array, with_context
+from .. import constraints as C
+from .._validation import check_data, describe_array, with_context
+from .latents import Continuous, Discrete, LatentSpec
+from .check import CheckReport, check_model
+from .declaration import (
+    as_float_dict,
+    check_conditionals,
+    check_functions,
+    check_latent_specs,
+    check_param_specs,
+    first_call,
+)
+from .subset import check_submodel, check_units
 
 __all__ = ["Model", "Discrete", "Continuous", "LatentSpec"]
-
-
-class LatentSpec:
-    """Common part of latent declarations: a shape and an optional unit axis (axis 0)."""
-
-    support: C.Constraint
-    is_discrete = False
-
-    def __init__(self, shape=(), unit=False):
-        self.shape = C.as_shape(shape)
-        if not isinstance(unit, bool):
-            raise TypeError(f"unit must be True or False, got {unit!r}")
-        if unit and not self.shape:
-            raise ValueError(
-                "unit=True needs a latent with at least one axis (axis 0 is the unit axis), "
-                f"got shape={self.shape}"
-            )
-        self.unit = unit
-
-    @property
-    def n_units(self) -> int | None:
-        return self.shape[0] if self.unit else None
-
-    def contains(self, z) -> np.ndarray:
-        return self.support.contains(np.asarray(z))
-
-
-class Discrete(LatentSpec):
-    """A latent with finitely many states 0, 1, ..., K-1 (for example mixture labels).
-
-    Parameters
-    ----------
-    K : int
-        Number of states.
-    shape : int or tuple of int
-        Shape of the latent array, without batch axes.
-    unit : bool
-        When True, axis 0 of ``shape`` indexes conditionally independent units.
-    """
-
-    is_discrete = True
-
-    def __init__(self, K, shape=(), unit=False):
-        if not isinstance(K, numbers.Integral) or isinstance(K, bool) or K < 1:
-            raise ValueError(f"Discrete: K must be an int >= 1, got {K!r}")
-        self.K = int(K)
-        self.support = C.integer_interval(0, self.K - 1)
-        super().__init__(shape, unit)
-
-    def initial(self, rng: np.random.Generator, batch=()) -> np.ndarray:
-        return rng.integers(0, self.K, size=tuple(batch) + self.shape)
-
-    def __repr__(self):
-        return f"Discrete({self.K}, shape={self.shape}, unit={self.unit})"
-
-
-class Continuous(LatentSpec):
-    """A continuous latent with an elementwise support (real, positive or an interval).
-
-    Parameters
-    ----------
-    support : Constraint
-        ``constraints.real``, ``constraints.positive`` or ``constraints.interval(a, b)``.
-    shape, unit
-        As for :class:`Discrete`.
-    init : float or array, optional
-        Initial value of the chains (default: the support's canonical point, 0 for real,
-        1 for positive, the midpoint of an interval).
-    """
-
-    def __init__(self, support=C.real, shape=(), unit=False, init=None):
-        if not isinstance(support, C.Constraint) or not support.elementwise or support.is_discrete:
-            raise TypeError(
-                "Continuous: support must be an elementwise continuous constraint "
-                f"(constraints.real, positive or interval(a, b)), got {support!r}"
-            )
-        super().__init__(shape, unit)
-        self.support = support(self.shape)
-        if init is None:
-            self.init = self.support.default()
-        else:
-            init = as_real_array(init, "Continuous: init")
-            try:
-                init = np.broadcast_to(init, self.shape).copy()
-            except ValueError:
-                raise ValueError(
-                    f"Continuous: init must broadcast to shape {self.shape}, got shape {init.shape}"
-                ) from None
-            if not self.support.check(init):
-                raise ValueError(f"Continuous: init must lie in {self.support!r}, got {init!r}")
-            self.init = init
-
-    def initial(self, rng: np.random.Generator, batch=()) -> np.ndarray:
-        return np.broadcast_to(self.init, tuple(batch) + self.shape).copy()
-
-    def __repr__(self):
-        return f"Continuous({self.support!r}, shape={self.shape}, unit={self.unit})"
-
-
-def _as_float_dict(theta, name):
-    if not isinstance(theta, Mapping):
-        raise TypeError(f"{name} must be a dict of parameter arrays, got {type(theta).__name__}")
-    return {k: as_real_array(v, f"{name}[{k!r}]") for k, v in theta.items()}
 
 
 class Model:
@@ -183,7 +146,7 @@ class Model:
         1-D array of unit indices), with its own data (the observations of those units) and unit
         latents of length ``len(units)``. The posterior of the latents must factor over the
         units, so that sampling each block of units on its own is sampling the whole. Enables
-        the sharded E step (``EStep(..., shards=k, executor=...)``) and unit minibatches in the
+        the sharded E step (``make_estep(..., shards=k, executor=...)``) and unit minibatches in the
         stochastic M step. See :meth:`subset` and :meth:`with_subset`.
     name : str, optional
     """
@@ -212,22 +175,14 @@ class Model:
         if not callable(log_joint):
             raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
         self.log_joint_fn = log_joint
-        self.params = self._check_params(params)
-        self.latents = self._check_latents(latents)
+        self.params = check_param_specs(params)
+        self.latents = check_latent_specs(latents)
         self.data = check_data(data, "data")
-        for nm, fn in [
-            ("exact_estep", exact_estep),
-            ("mstep", mstep),
-            ("sufficient_stats", sufficient_stats),
-            ("loglik", loglik),
-            ("posterior_sampler", posterior_sampler),
-            ("grad_params", grad_params),
-            ("log_joint_total", log_joint_total),
-            ("subset", subset),
-            ("value_and_grad", value_and_grad),
-        ]:
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{nm} must be callable or None, got {type(fn).__name__}")
+        check_functions(
+            exact_estep=exact_estep, mstep=mstep, sufficient_stats=sufficient_stats, loglik=loglik,
+            posterior_sampler=posterior_sampler, grad_params=grad_params,
+            log_joint_total=log_joint_total, subset=subset, value_and_grad=value_and_grad,
+        )
         self.exact_estep_fn = exact_estep
         self.mstep_fn = mstep
         self.sufficient_stats_fn = sufficient_stats
@@ -237,25 +192,10 @@ class Model:
         self.log_joint_total_fn = log_joint_total
         self.subset_fn = subset
         self.value_and_grad_fn = value_and_grad
-        if value_and_grad is not None and grad_params is None:
-            raise ValueError("value_and_grad needs grad_params as well (the other M steps use it alone)")
         if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)
-        if conditionals is not None and not isinstance(conditionals, Mapping):
-            raise TypeError(
-                "conditionals must be a dict {latent name: fn(theta, z, data)} or None, got "
-                f"{type(conditionals).__name__} {conditionals!r}"
-            )
-        self.conditionals = dict(conditionals or {})
-        for k, fn in self.conditionals.items():
-            if k not in self.latents or not self.latents[k].unit:
-                raise ValueError(
-                    f"conditionals[{k!r}]: expected the name of a latent declared with unit=True, "
-                    f"got {k!r} (unit latents: {[n for n, s in self.latents.items() if s.unit]})"
-                )
-            if not callable(fn):
-                raise TypeError(f"conditionals[{k!r}] must be callable, got {type(fn).__name__}")
+        self.conditionals = check_conditionals(conditionals, self.latents)
         self.name = name or getattr(log_joint, "__name__", "model")
         self.param_names = tuple(sorted(self.params))
         self.latent_names = tuple(sorted(self.latents))
@@ -270,41 +210,6 @@ class Model:
         self.n_unconstrained = off
         self.init = self.check_theta(init or {}, "init", partial=True)
         self._per_unit = None
-
-    # ------------------------------------------------------------------ declaration checks
-    @staticmethod
-    def _check_params(params):
-        if not isinstance(params, Mapping) or not params:
-            raise TypeError(
-                "params must be a non-empty dict mapping names to constraints, "
-                f"got {type(params).__name__} {params!r}"
-            )
-        out = {}
-        for k, c in params.items():
-            if not isinstance(k, str):
-                raise TypeError(f"params: names must be str, got {k!r}")
-            if not isinstance(c, C.Constraint) or not c.has_bijection:
-                raise TypeError(
-                    f"params[{k!r}] must be a continuous constraint (mcem.constraints.real, "
-                    f"positive, interval, simplex or positive_definite), got {c!r}"
-                )
-            out[k] = c
-        return out
-
-    @staticmethod
-    def _check_latents(latents):
-        if not isinstance(latents, Mapping):
-            raise TypeError(f"latents must be a dict of Discrete/Continuous, got {latents!r}")
-        out = {}
-        for k, s in latents.items():
-            if not isinstance(k, str):
-                raise TypeError(f"latents: names must be str, got {k!r}")
-            if not isinstance(s, LatentSpec):
-                raise TypeError(
-                    f"latents[{k!r}] must be mcem.Discrete(...) or mcem.Continuous(...), got {s!r}"
-                )
-            out[k] = s
-        return out
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -323,7 +228,7 @@ class Model:
 
         Raises ``ValueError``/``TypeError`` naming the argument and the offending parameter.
         """
-        theta = _as_float_dict(theta, name)
+        theta = as_float_dict(theta, name)
         unknown = sorted(set(theta) - set(self.params))
         if unknown:
             raise ValueError(
@@ -426,31 +331,7 @@ class Model:
         Calls the ``subset`` function given to the model and checks that the result declares the
         same parameters and the same latents with ``len(units)`` units.
         """
-        if self.subset_fn is None:
-            raise ValueError(
-                f"model {self.name!r} cannot be restricted to a subset of its units: it has no "
-                "subset function. Pass Model(..., subset=fn) or use model.with_subset(fn), where "
-                "fn(units) returns the model of those units"
-            )
-        not_unit = [n for n in self.latent_names if not self.latents[n].unit]
-        if not_unit or self.n_units is None:
-            raise ValueError(
-                f"model {self.name!r}: subsets need every latent declared with unit=True and one "
-                f"common number of units; latents without a unit axis: {not_unit}, unit counts: "
-                f"{sorted({s.n_units for s in self.latents.values() if s.unit})}"
-            )
-        u = np.asarray(units)
-        if u.ndim != 1 or u.size == 0 or not np.issubdtype(u.dtype, np.integer):
-            raise ValueError(
-                f"units must be a non-empty 1-D integer array, got {describe_array(u)}"
-            )
-        if np.any(np.diff(u) <= 0) or u[0] < 0 or u[-1] >= self.n_units:
-            raise ValueError(
-                f"units must be strictly increasing indices in 0..{self.n_units - 1}, got "
-                f"{describe_array(u)}"
-            )
-        u = u.astype(np.int64)
-        u.setflags(write=False)
+        u = check_units(self, units)
         try:
             sub = self.subset_fn(u)
         except Exception as exc:
@@ -462,20 +343,7 @@ class Model:
                 f"the subset function of model {self.name!r} must return an mcem.Model, got "
                 f"{type(sub).__name__}"
             )
-        mine = {n: self.params[n].shape for n in self.param_names}
-        theirs = {n: sub.params[n].shape for n in sub.param_names}
-        if mine != theirs:
-            raise ValueError(
-                f"the subset function of model {self.name!r} returned a model with parameters "
-                f"{theirs}; expected the same parameters as the whole model, {mine}"
-            )
-        want = {n: (len(u),) + self.latents[n].shape[1:] for n in self.latent_names}
-        got = {n: sub.latents[n].shape for n in sub.latent_names}
-        if want != got or not all(s.unit for s in sub.latents.values()):
-            raise ValueError(
-                f"the subset function of model {self.name!r} returned latents {got} for "
-                f"{len(u)} units; expected unit latents of shapes {want}"
-            )
+        check_submodel(self, sub, u)
         return sub
 
     # ------------------------------------------------------------------ latents
@@ -530,43 +398,38 @@ class Model:
     def validate(self, theta, rng=None, name="theta0") -> dict:
         """Check ``theta`` and one call of ``log_joint``; learn whether it returns unit terms."""
         theta = self.check_theta(theta, name)
-        rng = np.random.default_rng(0 if rng is None else rng)
-        batch = (2,)
-        z = self.init_latents(rng, batch)
-        try:
-            out = self.log_joint_fn(theta, z, self.data)
-        except Exception as exc:  # re-raised with the context a user needs
-            raise with_context(
-                exc,
-                f"log_joint raised {type(exc).__name__} when called with {name} and latents of "
-                f"batch shape {batch}",
-            ) from exc
-        arr = np.asarray(out)
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(
-                f"log_joint must return a float array, got {type(out).__name__} of dtype {arr.dtype}"
-            )
-        expected = [batch]
-        if self.n_units is not None:
-            expected.append(batch + (self.n_units,))
-        if arr.shape not in expected:
-            raise ValueError(
-                "log_joint must return one value per batch element "
-                f"(shape {expected[0]} for latents with batch shape {batch})"
-                + (f" or per batch element and unit (shape {expected[1]})" if len(expected) > 1 else "")
-                + f", got shape {arr.shape}"
-            )
-        if np.any(np.isnan(arr)):
-            raise ValueError(f"log_joint returned NaN at {name} and the initial latents")
-        if np.any(np.isposinf(arr)):
-            raise ValueError(f"log_joint returned +inf at {name} and the initial latents")
-        if np.all(np.isneginf(arr)):
-            raise ValueError(
-                f"log_joint is -inf at {name} and the initial latents: the starting point has zero "
-                "density (check theta0 and the latents' init values)"
-            )
-        self._per_unit = arr.shape == batch + (self.n_units,) if self.n_units is not None else False
+        self._per_unit = first_call(self, theta, rng, name)
         return theta
+
+    def check(self, theta=None, rng=None) -> CheckReport:
+        """Probe every batch layout the package uses (the table in :mod:`mcem.model`) on this model.
+
+        Calls ``log_joint`` with latents of each batch shape and checks the shapes returned, the
+        unit axis, NaN and +inf, and that a batch element has the same value in every layout;
+        then, where given, ``log_joint_total``, the unit structure of per-unit terms,
+        ``conditionals``, ``grad_params`` and ``value_and_grad`` (against central differences),
+        ``sufficient_stats``, ``posterior_sampler`` and the ``subset`` blocks' additivity.
+
+        Parameters
+        ----------
+        theta : dict, optional
+            Parameters to probe at (default: :meth:`default_theta`).
+        rng : None, int or Generator
+            For the random latents of the probes (None: a fixed seed, so the check repeats).
+
+        Returns
+        -------
+        CheckReport
+            A dict layout name -> ``{"batch", "returned", "status"}`` (``"ok"`` or
+            ``"skipped: why"``); ``print(report)`` shows it as a table.
+
+        Raises
+        ------
+        ValueError, TypeError
+            The first failure, its message starting ``Model.check: <layout>:``; errors raised by
+            the model's own functions keep their type and gain that prefix.
+        """
+        return check_model(self, theta, rng)
 
     def exact_loglik(self, theta) -> float | None:
         """The exact marginal log-likelihood, or None when the model does not supply it."""

@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import constraints as C
-from ..model import Continuous, Model
+from ..core import Continuous, Model
 from ._common import Memo, bind, float_matrix, ready_model
 
 __all__ = ["missing_normal", "initial_params"]
