@@ -198,11 +198,25 @@ def check_fraction(value, name) -> float:
     return v
 
 
-def check_mapping(value, name, allow_none=True) -> dict:
-    """A dict of options (None gives an empty dict)."""
+def check_mapping(value, name, allow_none=True, what="options") -> dict:
+    """A dict (of ``what``: options by default); None gives an empty dict when allowed."""
     if value is None and allow_none:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of options{' or None' if allow_none else ''}, "
+        raise TypeError(f"{name} must be a dict of {what}{' or None' if allow_none else ''}, "
                         f"got {type(value).__name__} {value!r}")
     return dict(value)
+
+
+def conform(value, constraint, shape, where, *, shape_words="must broadcast to shape", show=repr):
+    """``value`` broadcast to ``shape`` (a copy) and checked against ``constraint``; the messages
+    start with ``where`` (e.g. ``"theta0['mu']"``, ``"param 'a': init"``)."""
+    value = np.asarray(value)
+    try:
+        value = np.broadcast_to(value, shape).copy()
+    except ValueError:
+        raise ValueError(f"{where} {shape_words} {shape}, got shape {value.shape}") from None
+    if not constraint.check(value):
+        raise ValueError(f"{where} must lie in {constraint!r}, got {show(value)}")
+    return value
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -339,15 +339,6 @@ def _param_array(value, name, shape):
     return arr
 
 
-def _mapping(value, name, what, allow_none=True) -> dict:
-    if value is None and allow_none:
-        return {}
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of {what}{' or None' if allow_none else ''}, "
-                        f"got {type(value).__name__} {value!r}")
-    return dict(value)
-
-
 def _default_mcse(model, result):
     """Monte Carlo errors of the estimate: 0 for exact EM, else :func:`mcem.mstep.update_covariance`
     at the final draws mapped to the constrained parameters by the delta method."""
@@ -416,9 +407,9 @@ def compare_to_reference(result, reference_params, reference_se=None, *, model=N
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
     params = {k: np.asarray(v, dtype=float) for k, v in result["params"].items()}
-    ref_params = _mapping(reference_params, "reference_params", "parameter values", allow_none=False)
-    ref_se = _mapping(reference_se, "reference_se", "standard errors")
-    derived = _mapping(derived, "derived", "(parameter, f, df) tuples")
+    ref_params = check_mapping(reference_params, "reference_params", allow_none=False, what="parameter values")
+    ref_se = check_mapping(reference_se, "reference_se", what="standard errors")
+    derived = check_mapping(derived, "derived", what="(parameter, f, df) tuples")
     missing = [k for k in params if k not in ref_params]
     if missing:
         raise ValueError(f"reference_params must give every parameter of the fit {list(params)}, missing {missing}")
@@ -432,7 +423,7 @@ def compare_to_reference(result, reference_params, reference_se=None, *, model=N
     ref = {k: _param_array(ref_params[k], f"reference_params[{k!r}]", params[k].shape) for k in params}
     rse = {k: _param_array(ref_se[k], f"reference_se[{k!r}]", v.shape) if k in ref_se else np.full(v.shape, np.nan)
            for k, v in params.items()}
-    mc = _mapping(mcse, "mcse", "Monte Carlo errors") if mcse is not None else _default_mcse(model, result)
+    mc = check_mapping(mcse, "mcse", what="Monte Carlo errors") if mcse is not None else _default_mcse(model, result)
     mc = {**mc, **{k: _param_array(mc[k], f"mcse[{k!r}]", params[k].shape) for k in params if k in mc}}
     inf = result.inference(model)
     rows = []

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from .. import constraints as C
-from .._validation import as_real_array
+from .._validation import as_real_array, conform
 
 __all__ = ["LatentSpec", "Discrete", "Continuous"]
 
@@ -95,16 +95,7 @@ class Continuous(LatentSpec):
         if init is None:
             self.init = self.support.default()
         else:
-            init = as_real_array(init, "Continuous: init")
-            try:
-                init = np.broadcast_to(init, self.shape).copy()
-            except ValueError:
-                raise ValueError(
-                    f"Continuous: init must broadcast to shape {self.shape}, got shape {init.shape}"
-                ) from None
-            if not self.support.check(init):
-                raise ValueError(f"Continuous: init must lie in {self.support!r}, got {init!r}")
-            self.init = init
+            self.init = conform(as_real_array(init, "Continuous: init"), self.support, self.shape, "Continuous: init")
 
     def initial(self, rng: np.random.Generator, batch=()) -> np.ndarray:
         return np.broadcast_to(self.init, tuple(batch) + self.shape).copy()

@@ -78,7 +78,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .. import constraints as C
-from .._validation import check_data, describe_array, with_context
+from .._validation import check_data, conform, describe_array, with_context
 from .latents import Continuous, Discrete, LatentSpec
 from .check import CheckReport, check_model
 from .declaration import (
@@ -244,17 +244,9 @@ class Model:
         for n in self.param_names:
             if n not in theta:
                 continue
-            c, v = self.params[n], theta[n]
-            if v.shape != c.shape:
-                try:
-                    v = np.broadcast_to(v, c.shape).copy()
-                except ValueError:
-                    raise ValueError(
-                        f"{name}[{n!r}] must have shape {c.shape}, got shape {v.shape}"
-                    ) from None
-            if not c.check(v):
-                raise ValueError(f"{name}[{n!r}] must lie in {c!r}, got {describe_array(v)}")
-            out[n] = v
+            c = self.params[n]
+            out[n] = conform(theta[n], c, c.shape, f"{name}[{n!r}]", shape_words="must have shape",
+                             show=describe_array)
         return out
 
     def to_unconstrained(self, theta) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import constraints as C
-from .._validation import as_real_array
+from .._validation import as_real_array, conform
 from ..core import Continuous, Discrete
 
 __all__ = ["Site", "Handle", "count_observations"]
@@ -62,15 +62,8 @@ class Handle:
         if init is None:
             value = constraint.default()
         else:
-            value = as_real_array(init, f"param {name!r}: init")
-            try:
-                value = np.broadcast_to(value, constraint.shape).copy()
-            except ValueError:
-                raise ValueError(
-                    f"param {name!r}: init must broadcast to shape {constraint.shape}, got shape {value.shape}"
-                ) from None
-            if not constraint.check(value):
-                raise ValueError(f"param {name!r}: init must lie in {constraint!r}, got {value!r}")
+            value = conform(as_real_array(init, f"param {name!r}: init"), constraint, constraint.shape,
+                            f"param {name!r}: init")
         self.sites[name] = Site("param", name, constraint=constraint, init=value)
         return value
 
