@@ -10,18 +10,24 @@ iterations affected and the worst value. Every occurrence is kept in :attr:`Warn
 history row (column ``warnings``).
 
 Filters apply as usual: a warning that the caller's filters turn into an error still raises at
-once, and an ignored one is not recorded.
+once, and an ignored one is not recorded. Fits that overlap, nested (a fit inside a callback) or
+in several threads of one process, share one catcher: nothing is lost, but a warning may be
+recorded by the log of another fit that runs at the same time.
 """
 
 from __future__ import annotations
 
 import contextvars
+import sys
+import threading
 import warnings
 
 from .exceptions import _KeyedWarning
 
 __all__ = ["WarningLog", "active_log"]
 
+_LOCK = threading.Lock()
+_SHARED: dict = {"depth": 0, "catcher": None, "buffer": None}
 _ACTIVE: contextvars.ContextVar[WarningLog | None] = contextvars.ContextVar("mcem_warning_log", default=None)
 
 
@@ -37,14 +43,16 @@ class WarningLog:
         self.records: list[dict] = []
         self.iteration = 0
         self._pending: list[str] = []
-        self._messages: list[warnings.WarningMessage] = []
 
     def __enter__(self):
-        self._catcher = warnings.catch_warnings(record=True)
-        self._messages = self._catcher.__enter__()
-        # every occurrence counts (the default action would show an identical text once);
-        # appended, so that the caller's own filters for these warnings still come first
-        warnings.simplefilter("always", _KeyedWarning, append=True)
+        with _LOCK:  # one catcher for the process: logs that overlap (threads, nesting) share it
+            if _SHARED["depth"] == 0:
+                _SHARED["catcher"] = warnings.catch_warnings(record=True)
+                _SHARED["buffer"] = _SHARED["catcher"].__enter__()
+                # every occurrence counts (the default action would show an identical text
+                # once); appended, so that the caller's own filters still come first
+                warnings.simplefilter("always", _KeyedWarning, append=True)
+            _SHARED["depth"] += 1
         self._token = _ACTIVE.set(self)
         return self
 
@@ -56,7 +64,11 @@ class WarningLog:
         return list(dict.fromkeys(met))
 
     def _drain(self, it):
-        for w in self._messages:
+        with _LOCK:
+            taken = list(_SHARED["buffer"] or [])
+            if _SHARED["buffer"] is not None:
+                _SHARED["buffer"].clear()
+        for w in taken:
             msg = w.message
             key = getattr(msg, "key", None)
             value = getattr(msg, "value", None)
@@ -68,12 +80,15 @@ class WarningLog:
             })
             if key is not None:
                 self._pending.append(key)
-        self._messages.clear()
 
     def __exit__(self, *exc):
         self._drain(self.iteration + 1)
         _ACTIVE.reset(self._token)
-        self._catcher.__exit__(*exc)
+        with _LOCK:
+            _SHARED["depth"] -= 1
+            if _SHARED["depth"] == 0:
+                _SHARED["catcher"].__exit__(*exc)
+                _SHARED["catcher"] = _SHARED["buffer"] = None
         self._reissue()
         for r in self.records:
             r.pop("_w", None)
@@ -125,6 +140,11 @@ def _summary(rows) -> str:
 
 
 def _module_of(filename: str) -> str:
+    """The name of the module that raised a warning (so that module filters match as they did
+    when it was first raised): the loaded module with that file, or a name read off the path."""
+    for name, mod in list(sys.modules.items()):
+        if getattr(mod, "__file__", None) == filename:
+            return name
     name = filename.replace("\\", "/")
     if name.endswith(".py"):
         name = name[:-3]

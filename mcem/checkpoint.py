@@ -16,8 +16,8 @@ The user names one file, ``checkpoint="run.mcem"``. Beside it appear:
   (dtype, shape and base64 bytes). It holds the run's method, options and model fingerprint, the
   loop state of the last completed iteration and the *tail* of the history: the rows after the
   last full chunk (at most 63). It also records the history's run token, the number of chunks,
-  the SHA-256 of the last chunk file and the number of rows. It is rewritten after every
-  iteration: to ``.mcem-ckpt-run.mcem.<12 hex digits>.tmp`` in the same folder, flushed,
+  the SHA-256 of the last chunk file and the number of rows. It is rewritten after completed
+  iterations (at most once per ``checkpoint_every`` seconds): to ``.mcem-ckpt-run.mcem.<12 hex digits>.tmp`` in the same folder, flushed,
   fsynced and moved over ``run.mcem`` with :func:`os.replace`; so a crash leaves either the old or
   the new checkpoint, never a torn one. The folder itself (which makes the rename durable) is
   fsynced at the first write and then at most once a second: a killed process loses nothing,
@@ -298,6 +298,12 @@ def _load_history(path, hist, arrays) -> list:
 def load_checkpoint(path) -> dict:
     """Read a checkpoint; a truncated, corrupted, tampered or foreign file raises ValueError
     naming it and the problem."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path) -> tuple[dict, str]:
+    """``(payload, format)``: :func:`load_checkpoint` and the file's format, on which what a
+    reader requires depends (a model fingerprint from ``mcem-checkpoint/2`` on)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
@@ -314,7 +320,7 @@ def load_checkpoint(path) -> dict:
             raise MalformedNode(f"its root is a {type(payload).__name__}, not a dict")
         if fmt == CHECKPOINT_FORMAT and meta.get("history") is not None:
             payload["history"] = _load_history(path, meta["history"], arrays)
-        return payload
+        return payload, fmt
     except MalformedNode as exc:
         raise ValueError(f"checkpoint {path!r} cannot be read: {exc}") from None
     except RecursionError:

@@ -51,9 +51,13 @@ def fit(
         Show a progress bar; default: only when stderr is a terminal.
     checkpoint : str or path, optional
         Write the full state of the run (parameters, history, chain states, adaptation, random
-        generators, schedule) to this file after every iteration, atomically and without
+        generators, schedule) to this file after completed iterations, atomically and without
         pickle; :func:`mcem.resume` continues from it with the same result as an uninterrupted
         run. Ctrl-C during a fit returns the partial result with ``stopped_by="interrupted"``.
+    checkpoint_every : float, optional
+        Seconds between two checkpoint writes (default 1.0: a write costs an fsync, which would
+        dominate cheap iterations; 0 writes after every iteration). The first iteration and the
+        last one at ``max_iter`` are always written.
     **options
         Options of the chosen method (for example ``sampler``, ``n_chains``, ``m_max``,
         ``schedule`` for MCEM); an unknown option raises ``TypeError`` listing the known ones.

@@ -466,7 +466,7 @@ def test_a_checkpoint_without_fingerprint_falls_back_to_the_declarations(re_chec
     payload = load_checkpoint(re_checkpoint)
     del payload["model"]
     old = tmp_path / "old.mcem"
-    save_checkpoint(old, payload)
+    _write_format_1(old, payload)  # the format before fingerprints
     _resume(old, _re_model(y=(0.3, -1.2, 2.5)), max_iter=3, checkpoint=False)  # data not comparable
     with pytest.raises(ValueError, match=r"model does not match the checkpoint '.*old\.mcem': the checkpoint has"):
         mcem.resume(old, _re_model(sigma=C.real))
@@ -648,3 +648,46 @@ def test_writes_are_throttled_by_time_and_the_file_ends_current(tmp_path, monkey
     with pytest.raises(ValueError, match="checkpoint_every must be a finite non-negative number, got -1"):
         _fit(genetic_linkage(), tmp_path / "bad.mcem", checkpoint_every=-1)
 
+
+
+@pytest.mark.parametrize("stop_at", [2, 5, 9])
+def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path, stop_at):
+    """Ctrl-C during iteration k (after its E step drew from the generator) with the default
+    checkpoint_every: the file keeps a state written at the end of an iteration, so resume
+    continues to exactly the uninterrupted result."""
+    full = _fit(genetic_linkage(), None, max_iter=12)
+
+    def interrupt(row):
+        if row["iter"] == stop_at:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "run.mcem"
+    part = _fit(genetic_linkage(), ck, max_iter=12, callback=interrupt)
+    assert part.stopped_by == "interrupted" and part.n_iter == stop_at - 1
+    done = _resume(ck, genetic_linkage(), max_iter=12)
+    np.testing.assert_array_equal(done.params["theta"], full.params["theta"])
+    np.testing.assert_array_equal(done.history["delta_q"], full.history["delta_q"])
+
+
+def test_a_current_checkpoint_without_the_model_fingerprint_is_refused(tmp_path):
+    """Only a format-1 file may lack the fingerprint: removing it from a format-2 file does not
+    turn the data check off."""
+    src = tmp_path / "real.mcem"
+    _fit(genetic_linkage(), src)
+    ck = load_checkpoint(src)
+    del ck["model"]
+    out = tmp_path / "nofp.mcem"
+    save_checkpoint(out, ck)
+    with pytest.raises(ValueError, match="lacks 'model'"):
+        _resume(out, genetic_linkage(counts=(125, 18, 20, 35)))
+
+
+def test_an_unknown_key_in_the_loop_state_is_refused(tmp_path):
+    src = tmp_path / "real.mcem"
+    _fit(genetic_linkage(), src)
+    ck = load_checkpoint(src)
+    ck["loop"]["extra"] = 1
+    out = tmp_path / "extra.mcem"
+    save_checkpoint(out, ck)
+    with pytest.raises(ValueError, match=r"the loop state has unknown key\(s\) \['extra'\]"):
+        _resume(out, genetic_linkage())

@@ -160,3 +160,43 @@ def test_a_collapsed_mixture_component_is_a_flagged_degenerate_fit_not_a_clean_c
     # an ordinary fit carries an empty flag
     ok = mcem.fit(mcem.models.gaussian_mixture(X[:100], 2), tol=1e-8, max_iter=500)
     assert ok.converged and ok.degenerate == []
+
+
+def test_fits_in_threads_leave_the_warning_machinery_as_they_found_it():
+    """Fits that overlap in threads share one catcher: when they are done, warnings are shown
+    again as before (overlapping catch_warnings blocks would leave a dead handler behind)."""
+    import threading
+
+    import time
+
+    results = []
+    together = threading.Barrier(4)
+
+    def run(seed):
+        def cb(row):  # all four fits are running at once; they end in the order they began
+            if row["iter"] == 1:
+                together.wait(timeout=30)
+            if row["iter"] == 2:
+                time.sleep(0.1 * seed)
+
+        results.append(mcem.fit(linkage_model(), method="mcem", max_iter=3, tol=1e-12, rng=seed, callback=cb))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mcem.ConvergenceWarning)
+        warnings.simplefilter("ignore", mcem.MonteCarloWarning)
+        before = warnings._showwarnmsg_impl
+        threads = [threading.Thread(target=run, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)  # they begin in order
+        for t in threads:
+            t.join()
+        assert len(results) == 4 and warnings._showwarnmsg_impl is before
+
+
+def test_a_reissued_warning_keeps_the_module_that_raised_it():
+    """Module filters match a gathered warning as they matched it when it was first raised."""
+    from mcem._warnlog import _module_of
+
+    assert _module_of(__file__) == __name__
+    assert _module_of(mcem.algorithms.loop.__file__) == "mcem.algorithms.loop"

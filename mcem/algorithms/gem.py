@@ -5,7 +5,7 @@ The E step is exact by enumeration when the model's only latent is a discrete un
 per-unit terms (``estep="exact"``), Monte Carlo draws otherwise (``m`` draws per iteration;
 the result's draws are taken at the returned estimate). ``sampler`` and any further keywords
 (``n_chains``, ``burn``, ``warm_burn``, ``thin``, ``sampler_options``, ...) configure the MCMC
-E step, :class:`mcem.EStep`. ``checkpoint``: a file written after every iteration;
+E step, :class:`mcem.EStep`. ``checkpoint``: a file written after completed iterations;
 :func:`mcem.resume` continues from it.
 """
 

@@ -15,7 +15,7 @@ A method is a module with a few functions on an explicit state (a ``NamedTuple``
 
 :func:`run` drives it: the history row of every iteration, the callback, the progress bar,
 the checkpoint after completed iterations (at most once per ``checkpoint_every`` seconds, 1.0
-by default, 0 for every iteration, and always on Ctrl-C), :func:`mcem.resume` from one, Ctrl-C
+by default, 0 for every iteration, and always at max_iter), :func:`mcem.resume` from one, Ctrl-C
 (the partial result of the last completed iteration), an update the method could not use (the run
 stops with the last valid parameters, ``stopped_by="invalid_update"``), ``max_iter``, and the
 warnings of the whole run gathered into one per problem (:mod:`mcem._warnlog`). ``step``
@@ -217,9 +217,9 @@ def _run(method, model, theta, *, rng, max_iter, tol, callback, progress, checkp
         if ckpt is not None and stop is None and saved is not done:  # current at max_iter, to go on
             ckpt.save(done._asdict(), loop.history)
     except KeyboardInterrupt:
+        # no write here: the interrupted iteration may have used part of the random stream that
+        # `done` shares, so the file keeps the last state written at the end of an iteration
         loop.history.truncate(done.t + 1)
-        if ckpt is not None and saved is not done:  # what Ctrl-C leaves behind is up to date
-            ckpt.save(done._asdict(), loop.history)
         stop = Stop("interrupted", False,
                     f"interrupted after iteration {done.t}: the result holds the last completed iteration")
         theta, extra = method.interrupted(cfg, model, done)

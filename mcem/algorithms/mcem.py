@@ -15,7 +15,7 @@ draws, and of units with ``batch_units``; ``optimizer_options`` takes ``n_steps`
 or a function of the iteration (see :mod:`mcem.schedules`).
 ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
 ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
-``checkpoint``: a file written after every iteration; :func:`mcem.resume` continues from it.
+``checkpoint``: a file written after completed iterations; :func:`mcem.resume` continues from it.
 
 ``correct_optimism``: delta-Q is estimated on the draws the M step maximised, which makes it
 optimistic by about ``tr(H^-1 Cov(mean score))`` (derived in :func:`optimism`; Caffo et al. use

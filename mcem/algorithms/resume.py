@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from .._validation import check_bool, check_positive_int
-from ..checkpoint import _model_spec, load_checkpoint
+from ..checkpoint import LEGACY_FORMATS, _model_spec, read_checkpoint
 from ..distributed import ShardedState
 from ..estep import EStepState
 from ..core import Model
@@ -24,7 +24,8 @@ from .registry import METHODS
 __all__ = ["resume"]
 
 
-def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoint=True, executor=None):
+def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoint=True, executor=None,
+           checkpoint_every=1.0):
     """Continue a fit from its checkpoint.
 
     Parameters
@@ -42,6 +43,8 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
         A new iteration cap (default: the original one).
     checkpoint : bool
         Keep writing checkpoints to ``path`` (default True).
+    checkpoint_every : float
+        As for :func:`mcem.fit`: at most one write per this many seconds (0: every iteration).
     executor : concurrent.futures.Executor, optional
         For a sharded E step (``shards=``): where the blocks run now. Executors are not stored;
         any executor, or none, continues the run with the same result.
@@ -68,8 +71,8 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
     checkpoint = check_bool(checkpoint, "checkpoint")
     path = os.fspath(path)
-    ck = load_checkpoint(path)
-    _check_checkpoint(path, ck, model)
+    ck, fmt = read_checkpoint(path)
+    _check_checkpoint(path, ck, model, fmt)
     options = dict(ck["options"])
     if max_iter is not None:
         options["max_iter"] = max_iter
@@ -80,7 +83,7 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
     runner = METHODS[ck["method"]]
     return runner(
         model, ck["loop"]["theta"], rng=None, callback=callback, progress=progress,
-        checkpoint=path if checkpoint else None, _resume=ck, **options,
+        checkpoint=path if checkpoint else None, checkpoint_every=checkpoint_every, _resume=ck, **options,
     )
 
 
@@ -100,7 +103,7 @@ def _known_options(method) -> set:
     return (set(METHODS[method].option_names()) - {"checkpoint", "checkpoint_every"}) | {"max_iter", "tol"}
 
 
-def _check_checkpoint(path, ck, model) -> None:
+def _check_checkpoint(path, ck, model, fmt) -> None:
     """Refuse, with a clear ValueError, a checkpoint the run cannot continue from."""
     def bad(what):
         return ValueError(f"checkpoint {path!r} is invalid: {what}")
@@ -108,7 +111,7 @@ def _check_checkpoint(path, ck, model) -> None:
     for key in ("method", "options", "loop", "history"):
         if key not in ck:
             raise ValueError(f"checkpoint {path!r} cannot be read: it lacks {key!r}")
-    if "model" not in ck and "spec" not in ck:
+    if "model" not in ck and ("spec" not in ck or fmt not in LEGACY_FORMATS):
         raise ValueError(f"checkpoint {path!r} cannot be read: it lacks 'model' (the model's fingerprint)")
     method = ck["method"]
     if not isinstance(method, str) or method not in METHODS:
@@ -140,6 +143,9 @@ def _check_checkpoint(path, ck, model) -> None:
     missing = [k for k in need if k not in loop]
     if missing:
         raise bad(f"the loop state lacks {missing} (method {method!r})")
+    extra = sorted(set(loop) - set(need))
+    if extra:
+        raise bad(f"the loop state has unknown key(s) {extra} (method {method!r})")
     for key, kind in need.items():
         v, where = loop[key], f"loop[{key!r}]"
         if kind in ("count", "positive"):

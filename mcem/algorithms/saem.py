@@ -8,7 +8,7 @@ Polyak-Ruppert average of the iterates after burn-in; ``final_draws`` draws at t
 estimate are kept for standard errors. The run stops when the relative parameter change stays
 below ``tol`` ``n_consecutive`` times after burn-in, or at max_iter. ``sampler`` and any further
 keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``, ``sampler_options``, ...) configure
-the MCMC E step, :class:`mcem.EStep`. ``checkpoint``: a file written after every iteration;
+the MCMC E step, :class:`mcem.EStep`. ``checkpoint``: a file written after completed iterations;
 :func:`mcem.resume` continues from it.
 """
 
