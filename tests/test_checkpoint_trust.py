@@ -691,3 +691,23 @@ def test_an_unknown_key_in_the_loop_state_is_refused(tmp_path):
     save_checkpoint(out, ck)
     with pytest.raises(ValueError, match=r"the loop state has unknown key\(s\) \['extra'\]"):
         _resume(out, genetic_linkage())
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda ck: ck["options"].update(max_iter="5"), r"its options cannot be used: options\['max_iter'\] must be an int"),
+    (lambda ck: ck["options"].update(n_chains="x"), r"its options cannot be used: n_chains must be"),
+    (lambda ck: ck["options"].update(tol=-1.0), r"its options cannot be used: options\['tol'\] must be a finite"),
+    (lambda ck: ck["loop"].update(per_chain=10**12), r"exceed m_max"),
+    (lambda ck: ck["loop"].update(m=10**30), r"exceed m_max"),
+])
+def test_stored_options_and_sizes_get_the_checks_of_fit(tmp_path, edit, match):
+    """A crafted checkpoint cannot smuggle in an option fit() would refuse, nor sizes that would
+    exhaust memory: each is a ValueError naming the file."""
+    src = tmp_path / "real.mcem"
+    _fit(genetic_linkage(), src)
+    ck = load_checkpoint(src)
+    edit(ck)
+    out = tmp_path / "edited.mcem"
+    save_checkpoint(out, ck)
+    with pytest.raises(ValueError, match=r"checkpoint '.*edited\.mcem' is invalid: .*" + match):
+        _resume(out, genetic_linkage())

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .._validation import check_bool, check_positive_int
+from .._validation import check_bool, check_positive_float, check_positive_int
 from ..checkpoint import LEGACY_FORMATS, _model_spec, read_checkpoint
 from ..distributed import ShardedState
 from ..estep import EStepState
@@ -134,6 +134,14 @@ def _check_checkpoint(path, ck, model, fmt) -> None:
     unknown = sorted(set(options) - _known_options(method))
     if unknown:
         raise bad(f"unknown option(s) {unknown} for method {method!r}")
+    try:  # the stored options get the checks fit() gives them
+        if options.get("max_iter") is not None:
+            check_positive_int(options["max_iter"], "options['max_iter']")
+        if options.get("tol") is not None:
+            check_positive_float(options["tol"], "options['tol']", allow_zero=True)
+        cfg = METHODS[method].module.configure(model, **{"max_iter": None, "tol": None, **options})
+    except (TypeError, ValueError) as exc:
+        raise bad(f"its options cannot be used: {exc}") from None
     history, loop = ck["history"], ck["loop"]
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise bad("its history is not a list of rows (dicts)")
@@ -163,6 +171,11 @@ def _check_checkpoint(path, ck, model, fmt) -> None:
             _check_state(bad, v, model, options)
         elif kind == "memory":
             _check_memory(bad, v, model)
+    if method == "mcem":  # sizes the next iteration would draw: bounded by the run's m_max
+        n_chains = cfg.es.n_chains
+        if loop["m"] > cfg.m_max or loop["per_chain"] * n_chains > cfg.m_max:
+            raise bad(f"the sample sizes loop['m'] = {loop['m']} and loop['per_chain'] = {loop['per_chain']} "
+                      f"(x {n_chains} chains) exceed m_max = {cfg.m_max}")
     t = loop["t"]
     if len(history) != t + 1:
         raise bad(f"the iteration counter loop['t'] = {t} disagrees with the history's "

@@ -299,7 +299,7 @@ class Decoder:
         if dtype.hasobject or dtype.fields is not None or any(s < 0 for s in shape):
             raise MalformedNode(f"{at(where)} is an inline array of dtype {dtype} and shape {shape}, which is "
                                 "not stored")
-        if len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        if len(raw) != dtype.itemsize * math.prod(shape):  # Python ints: no overflow to a small size
             raise MalformedNode(f"{at(where)}: inline array of {len(raw)} bytes for dtype {dtype} and shape {shape}")
         return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if node.get("f") else "C").copy(order="K")
 
@@ -326,6 +326,8 @@ class Decoder:
                                 f"{', '.join(BIT_GENERATORS)} are rebuilt")
         try:
             s = node["seq"]
+            if s["pool_size"] != np.random.SeedSequence().pool_size:  # numpy's fixed pool of 4 words
+                raise ValueError(f"pool_size {s['pool_size']!r}, expected {np.random.SeedSequence().pool_size}")
             seq = np.random.SeedSequence(
                 entropy=s["entropy"], spawn_key=tuple(s["spawn_key"]), pool_size=s["pool_size"],
                 n_children_spawned=s["n_children_spawned"],
