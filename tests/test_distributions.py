@@ -616,3 +616,13 @@ def test_check_value_names_the_first_bad_index_and_value():
     with pytest.raises(ValueError):
         d.check_value(y, "y")
     np.testing.assert_array_equal(y, y0)
+
+
+@pytest.mark.parametrize("d, value, match", [
+    (lambda: D.Dirichlet(np.ones(3)), np.ones(2), r"Dirichlet\.log_prob: value must have 3 entries on the last axis, got shape \(2,\)"),
+    (lambda: D.MultivariateNormal(np.zeros(2), np.eye(2)), np.ones(3), r"MultivariateNormal\.log_prob: value must have 2 entries"),
+    (lambda: D.Multinomial(3, np.ones(3) / 3), np.ones((4, 2)), r"Multinomial\.log_prob: value must have 3 counts on the last axis, got shape \(4, 2\)"),
+])
+def test_event_values_of_the_wrong_size_are_refused(d, value, match):
+    with pytest.raises(ValueError, match=match):
+        d().log_prob(value)

@@ -287,6 +287,14 @@ class Distribution:
     def _value(value):
         return np.asarray(value, dtype=float)
 
+    def _event_value(self, value, size, noun="entries"):
+        """``value`` as floats with ``size`` ``noun`` on its last (event) axis, or a ValueError."""
+        x = self._value(value)
+        if x.ndim < 1 or x.shape[-1] != size:
+            raise ValueError(f"{type(self).__name__}.log_prob: value must have {size} {noun} on the last "
+                             f"axis, got shape {x.shape}")
+        return x
+
     # -- interface -----------------------------------------------------------------------------
 
     def log_prob(self, value):  # pragma: no cover - abstract

@@ -36,12 +36,7 @@ class Multinomial(_LastAxisProbs, _DiscreteMixin, Distribution):
         return np.all(self._integral(x) & (x >= 0), axis=-1) & (x.sum(axis=-1) == self.total_count)
 
     def log_prob(self, value):
-        x = self._value(value)
-        if x.ndim < 1 or x.shape[-1] != self.K:
-            raise ValueError(
-                f"Multinomial.log_prob: value must have {self.K} counts on the last axis, "
-                f"got shape {x.shape}"
-            )
+        x = self._event_value(value, self.K, "counts")
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.probs is not None:
                 terms = xlogy(x, self._probs_n)
@@ -106,12 +101,7 @@ class Dirichlet(Distribution):
         self.K = a.shape[-1]
 
     def log_prob(self, value):
-        x = self._value(value)
-        if x.ndim < 1 or x.shape[-1] != self.K:
-            raise ValueError(
-                f"Dirichlet.log_prob: value must have {self.K} entries on the last axis, "
-                f"got shape {x.shape}"
-            )
+        x = self._event_value(value, self.K)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = xlogy(self._am1, x).sum(axis=-1) + self._log_norm
         ok = np.all(x >= 0, axis=-1) & (np.abs(x.sum(axis=-1) - 1.0) <= 1e-8 * self.K)
@@ -271,12 +261,7 @@ class MultivariateNormal(Distribution):
         return np.moveaxis(m, -1, 0).reshape(full)
 
     def log_prob(self, value):
-        x = self._value(value)
-        if x.ndim < 1 or x.shape[-1] != self.d:
-            raise ValueError(
-                f"MultivariateNormal.log_prob: value must have shape (..., {self.d}), "
-                f"got shape {x.shape}"
-            )
+        x = self._event_value(value, self.d)
         full = np.broadcast_shapes(x.shape[:-1], self.batch_shape)
         diff = np.broadcast_to(x - self.loc, full + (self.d,))
         return -0.5 * self._mahalanobis(diff) + self._log_norm
