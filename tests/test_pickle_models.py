@@ -21,7 +21,7 @@ import mcem.models
 from mcem.models._common import Memo, ready_model
 
 from mcem.models import censored as tobit
-from mcem.models import crossed, glmm_model, linear_gaussian, linkage, pumps
+from mcem.models import centred_glmm, classic, crossed, glmm_model, linear_gaussian, linkage, pumps, theophylline
 from mcem.models import missing as missing_normal
 from mcem.models import mixture as gm
 
@@ -47,6 +47,7 @@ CONSTRUCTORS = {
         glmm_model.random_intercept_glmm(GLMM_P["X"], GLMM_P["y"], GLMM_P["group"], "poisson",
                                          offset=GLMM_P["offset"] + 0.1),
         glmm_model.random_intercept_glmm(GLMM["X"], GLMM["y"], GLMM["group"]).subset(np.array([1, 3, 4])),
+        glmm_model.random_intercept_glmm(GLMM["X"], GLMM["y"] * 2, GLMM["group"], trials=np.full(32, 3.0)),
     ],
     "mcem.models.linear_gaussian.factor_analysis": lambda: [
         linear_gaussian.factor_analysis(X5, 2, noise=noise, loadings=loadings)
@@ -61,6 +62,15 @@ CONSTRUCTORS = {
     "mcem.models.censored.motorette": lambda: [tobit.motorette()],
     "mcem.models.linkage.genetic_linkage": lambda: [linkage.genetic_linkage()],
     "mcem.models.pumps.pump_failures": lambda: [pumps.pump_failures()],
+    "mcem.models.classic.cbpp_model": lambda: [classic.cbpp_model(), classic.cbpp_model(latent="u")],
+    "mcem.models.classic.epilepsy_model": lambda: [classic.epilepsy_model(), classic.epilepsy_model(latent="u")],
+    "mcem.models.centred_glmm.centred_glmm": lambda: [
+        centred_glmm.centred_glmm(GLMM_P["X"], GLMM_P["y"], GLMM_P["group"], "poisson", offset=GLMM_P["offset"]),
+        centred_glmm.centred_glmm(GLMM["X"], GLMM["y"] * 2, GLMM["group"], trials=np.full(32, 3.0)),
+    ],
+    "mcem.models.theophylline.theophylline_model": lambda: [
+        theophylline.theophylline_model(latent=latent) for latent in ("phi", "b")
+    ],
 }
 
 #: The other public functions and classes of the model modules (oracles, data, helpers).
@@ -88,6 +98,12 @@ NOT_MODELS = {
     "mcem.models.censored.motorette_data",
     "mcem.models.censored.tobit_loglik",
     "mcem.models.censored.tobit_mle",
+    "mcem.models.classic.cbpp_design",
+    "mcem.models.classic.epilepsy_design",
+    "mcem.models.theophylline.fol_concentration",
+    "mcem.models.theophylline.theophylline_data",
+    "mcem.models.theophylline_quadrature.fit_theophylline_quadrature",
+    "mcem.models.theophylline_quadrature.theophylline_loglik",
 }
 
 

@@ -1,12 +1,24 @@
-"""Small classic data sets (provenance in README.md beside this file)."""
+"""Small classic data sets (provenance in README.md beside this file), and the reference fits of
+some of them (``references.json``, made by the scripts in the repository's ``references/``)."""
 
 from __future__ import annotations
 
+import copy
+import json
 from importlib import resources
 
 import numpy as np
 
-__all__ = ["load_faithful", "load_salamander", "load_mcculloch1997", "load_motorette"]
+__all__ = [
+    "load_faithful",
+    "load_salamander",
+    "load_mcculloch1997",
+    "load_motorette",
+    "load_theophylline",
+    "load_cbpp",
+    "load_epilepsy",
+    "reference",
+]
 
 
 def _read_csv(name) -> dict:
@@ -52,3 +64,52 @@ def load_motorette() -> dict:
     Schmee & Hahn (1979), Technometrics 21:417-432.
     """
     return _read_csv("motorette.csv")
+
+
+def load_theophylline() -> dict:
+    """Theophylline pharmacokinetics (132 rows): ``Subject`` (1..12), ``Wt`` (kg), ``Dose``
+    (mg/kg), ``Time`` (hours after the oral dose) and ``conc`` (serum concentration, mg/L).
+
+    Boeckmann, Sheiner & Beal (1994), NONMEM Users Guide Part V, as R's ``datasets::Theoph``.
+    """
+    return _read_csv("theophylline.csv")
+
+
+def load_cbpp() -> dict:
+    """Contagious bovine pleuropneumonia (56 rows): ``herd`` (1..15), ``incidence`` (new
+    serological cases), ``size`` (herd size at the start of the period) and ``period`` (1..4).
+
+    Lesnoff et al. (2004), Preventive Veterinary Medicine 64:27-40, as R's ``lme4::cbpp``.
+    """
+    return _read_csv("cbpp.csv")
+
+
+def load_epilepsy() -> dict:
+    """Epileptic seizure counts (236 rows: 59 patients x 4 two-week periods), R's ``MASS::epil``:
+    ``y`` (seizures in the period), ``trt`` (``"placebo"`` or ``"progabide"``), ``base`` (seizures
+    in the 8-week baseline), ``age`` (years), ``V4`` (1 in the fourth period), ``subject``,
+    ``period``, ``lbase`` (log(base / 4), centred) and ``lage`` (log age, centred).
+
+    Thall & Vail (1990), Biometrics 46:657-671; Breslow & Clayton (1993), JASA 88:9-25.
+    """
+    return _read_csv("epilepsy.csv")
+
+
+_REFERENCES = None
+
+
+def reference(name) -> dict:
+    """The recorded reference fit of a data set (a copy): ``"theophylline"``, ``"cbpp"`` or
+    ``"epilepsy"``.
+
+    The dict holds the maximum-likelihood ``params``, their standard errors ``se``, the
+    ``loglik``, the ``script`` that computed them (by adaptive Gauss-Hermite quadrature,
+    independently of Monte Carlo EM), how the model is parameterised, and ``peers``: the
+    estimates of R packages (lme4, nlme) on the same data, recorded by ``references/peers.R``.
+    """
+    global _REFERENCES
+    if _REFERENCES is None:
+        _REFERENCES = json.loads(resources.files(__package__).joinpath("references.json").read_text())
+    if not isinstance(name, str) or name not in _REFERENCES:
+        raise ValueError(f"name must be one of {sorted(_REFERENCES)}, got {name!r}")
+    return copy.deepcopy(_REFERENCES[name])

@@ -1,6 +1,7 @@
 """Pieces of the random-intercept GLMM shared by the model (:mod:`mcem.models.glmm_model`) and its
 quadrature oracle (:mod:`mcem.models.glmm_quadrature`): the input checks, which also sort the
-observations by group, and the per-observation likelihood of the two families."""
+observations by group, and the per-observation likelihood of the two families: the logit link
+for Bernoulli responses or, with ``trials``, binomial counts; the log link for Poisson counts."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ __all__ = [
     "check_inputs",
     "obs_loglik",
     "response_mean",
+    "mean_and_weight",
     "group_sum",
     "normal_logpdf",
     "beta_sigma",
     "glm_start",
 ]
 
-#: Supported response families (the link is canonical: logit for Bernoulli, log for Poisson).
+#: Supported response families (the link is canonical: logit for Bernoulli, or binomial counts
+#: out of known ``trials``; log for Poisson).
 FAMILIES = ("logit", "poisson")
 HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
@@ -42,7 +45,26 @@ def _check_finite(arr, name):
         )
 
 
-def check_inputs(X, y, group, family, offset):
+def _check_trials(trials, family, n):
+    """The binomial ``trials`` as a float array (None: Bernoulli or Poisson responses)."""
+    if trials is None:
+        return None
+    if family != "logit":
+        raise ValueError(f"trials (binomial counts) needs family='logit', got trials with family={family!r}")
+    t = _numeric(trials, "trials")
+    _check_finite(t, "trials")
+    t = np.array(np.broadcast_to(t, (n,)) if t.ndim == 0 else t, dtype=float)
+    if t.shape != (n,):
+        raise ValueError(f"trials must have shape ({n},) to match X's {n} rows, got shape {t.shape}")
+    bad = (t < 1) | (t != np.round(t))
+    if bad.any():
+        raise ValueError(
+            f"trials must hold positive integers, got {int(bad.sum())} other value(s), e.g. {t[bad][:5].tolist()}"
+        )
+    return t
+
+
+def check_inputs(X, y, group, family, offset, trials=None):
     """Validate and copy the data; sort observations by group. Returns the data dict."""
     check_choice(family, "family", set(FAMILIES))
     X = _numeric(X, "X")
@@ -60,7 +82,15 @@ def check_inputs(X, y, group, family, offset):
     if y.shape != (n,):
         raise ValueError(f"y must have shape ({n},) to match X's {n} rows, got shape {y.shape}")
     y = np.array(y, dtype=float)
-    if family == "logit":
+    trials = _check_trials(trials, family, n)
+    if trials is not None:
+        bad = (y < 0) | (y > trials) | (y != np.round(y))
+        if bad.any():
+            raise ValueError(
+                f"y must hold integer counts between 0 and trials (binomial responses), got "
+                f"{int(bad.sum())} other value(s), e.g. {y[bad][:5].tolist()}"
+            )
+    elif family == "logit":
         bad = (y != 0) & (y != 1)
         if bad.any():
             raise ValueError(
@@ -106,6 +136,12 @@ def check_inputs(X, y, group, family, offset):
     gs = g[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(gs)) + 1])
     ys = y[order]
+    if trials is not None:  # minus log binomial(trials, y): obs_loglik subtracts it, as log y! for Poisson
+        ts = trials[order]
+        lgy = gammaln(ys + 1.0) + gammaln(ts - ys + 1.0) - gammaln(ts + 1.0)
+    else:
+        ts = None
+        lgy = gammaln(ys + 1.0) if family == "poisson" else np.zeros(n)
     return {
         "X": X[order],
         "y": ys,
@@ -114,7 +150,8 @@ def check_inputs(X, y, group, family, offset):
         "starts": starts,
         "counts": counts.astype(float),
         "ysum": np.bincount(gs, weights=ys, minlength=G),
-        "lgy": gammaln(ys + 1.0) if family == "poisson" else np.zeros(n),
+        "lgy": lgy,
+        "trials": ts,
         "order": order,
         "family": family,
         "n_groups": G,
@@ -126,19 +163,31 @@ def softplus(x):
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
 
-def obs_loglik(eta, y, family, lgy):
+def obs_loglik(eta, y, family, lgy, trials=None):
     """log p(y_i | eta_i) per observation (broadcast over leading axes of ``eta``)."""
     if family == "logit":
-        return y * eta - softplus(eta)
+        return y * eta - softplus(eta) if trials is None else y * eta - trials * softplus(eta) - lgy
     with np.errstate(over="ignore"):
         return y * eta - np.exp(eta) - lgy
 
 
 def response_mean(eta, family):
+    """The success probability (logit) or the Poisson mean at ``eta``."""
     if family == "logit":
         return expit(eta)
     with np.errstate(over="ignore"):
         return np.exp(eta)
+
+
+def mean_and_weight(eta, family, trials=None):
+    """E[y_i] and Var[y_i] at ``eta`` (the score is ``y - mean``, the GLM weight ``var``);
+    ``trials``: the binomial denominators (logit only; None for Bernoulli responses)."""
+    mu = response_mean(eta, family)
+    if family == "poisson":
+        return mu, mu
+    if trials is not None:
+        return trials * mu, trials * mu * (1.0 - mu)
+    return mu, mu * (1.0 - mu)
 
 
 def group_sum(a, starts):
@@ -156,7 +205,7 @@ def beta_sigma(theta):
 
 def glm_start(d, max_iter=25):
     """beta of the GLM without random effects (Newton / IRLS, a loop over iterations only)."""
-    X, y, off, fam = d["X"], d["y"], d["offset"], d["family"]
+    X, y, off, fam, trials = d["X"], d["y"], d["offset"], d["family"], d["trials"]
     p = X.shape[1]
     beta = np.zeros(p)
     if fam == "poisson":
@@ -165,8 +214,7 @@ def glm_start(d, max_iter=25):
         beta = np.linalg.lstsq(X, target, rcond=None)[0]
     for _ in range(max_iter):
         eta = X @ beta + off
-        mu = response_mean(eta, fam)
-        w = mu * (1 - mu) if fam == "logit" else mu
+        mu, w = mean_and_weight(eta, fam, trials)
         H = (X * w[:, None]).T @ X + 1e-8 * np.eye(p)
         step = np.linalg.solve(H, X.T @ (y - mu))
         step = np.clip(step, -2.0, 2.0)

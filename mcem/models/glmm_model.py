@@ -1,4 +1,5 @@
-"""The random-intercept GLMM (logit and Poisson links) as an :class:`mcem.Model`.
+"""The random-intercept GLMM (logit link for Bernoulli or binomial responses, log link for
+Poisson counts) as an :class:`mcem.Model`.
 
 :func:`random_intercept_glmm` builds the model of :mod:`mcem.models.random_intercept` (parameters ``beta``
 and ``sigma``, one random intercept ``u_g`` per group) with a per-group log joint (observations
@@ -31,8 +32,8 @@ from ._glmm_common import (
     check_inputs,
     glm_start,
     group_sum,
+    mean_and_weight,
     normal_logpdf,
-    response_mean,
 )
 
 __all__ = [
@@ -89,9 +90,12 @@ def _log_joint(theta, z, data):
     for rows, eta in _eta_blocks(lin, uf, g):
         if tmp is None or tmp.shape != eta.shape:
             tmp = np.empty_like(eta)
-        if fam == "logit":
+        if fam != "poisson":
             _log1p_exp_neg_abs(eta, tmp)  # softplus(eta) = max(eta, 0) + tmp
             np.add(tmp, np.maximum(eta, 0.0), out=tmp)
+            if data["trials"] is not None:  # binomial: trials * softplus(eta) - log binomial(trials, y)
+                tmp *= data["trials"]
+                tmp += data["lgy"]
         else:
             with np.errstate(over="ignore"):
                 np.exp(eta, out=tmp)
@@ -109,7 +113,7 @@ def _log_joint_total(theta, z, data):
     lin = data["X"] @ beta + data["offset"]
     # sum_i y_i eta_i = y . lin + sum_g ysum_g u_g
     linear = data["y"] @ lin + uf @ data["ysum"]
-    if fam == "logit":
+    if fam == "logit" and data["trials"] is None:
         curv = np.empty(uf.shape[0])
         tmp = None
         for rows, eta in _eta_blocks(lin, uf, data["group"]):
@@ -122,6 +126,16 @@ def _log_joint_total(theta, z, data):
             s_abs = tmp.sum(axis=1)
             curv[rows] = 0.5 * (s_eta + s_abs) + _log1p_exp_neg_abs(eta, tmp).sum(axis=1)
         const = 0.0
+    elif fam == "logit":  # binomial: sum_i trials_i softplus(eta_i), minus the log binomial coefficients
+        curv = np.empty(uf.shape[0])
+        tmp = None
+        for rows, eta in _eta_blocks(lin, uf, data["group"]):
+            if tmp is None or tmp.shape != eta.shape:
+                tmp = np.empty_like(eta)
+            _log1p_exp_neg_abs(eta, tmp)
+            tmp += np.maximum(eta, 0.0)
+            curv[rows] = tmp @ data["trials"]
+        const = data["lgy"].sum()
     else:
         # sum_i exp(lin_i + u_g) = sum_g exp(u_g) sum_{i in g} exp(lin_i): O(G) per draw
         with np.errstate(over="ignore"):
@@ -139,12 +153,14 @@ def _grad_params(theta, z, data):
     y, Xs = data["y"], data["X"]
     gb = np.empty((uf.shape[0], p))
     for rows, eta in _eta_blocks(lin, uf, data["group"]):
-        if fam == "logit":  # 1 / (1 + exp(-eta)): SIMD exp, faster than scipy's expit
+        if fam != "poisson":  # 1 / (1 + exp(-eta)): SIMD exp, faster than scipy's expit
             np.negative(eta, out=eta)
             with np.errstate(over="ignore"):
                 np.exp(eta, out=eta)
             eta += 1.0
             np.reciprocal(eta, out=eta)
+            if data["trials"] is not None:
+                eta *= data["trials"]
         else:
             with np.errstate(over="ignore"):
                 np.exp(eta, out=eta)
@@ -158,7 +174,7 @@ def _grad_params(theta, z, data):
 
 def _value_and_grad(theta, z, data):
     G, fam, p = data["n_groups"], data["family"], data["X"].shape[1]
-    if fam != "logit":  # the Poisson total is O(G) per draw: nothing to share
+    if fam != "logit" or data["trials"] is not None:  # Poisson: the total is O(G) per draw, nothing to share
         return _log_joint_total(theta, z, data), _grad_params(theta, z, data)
     # logit: one pass over the linear predictor for both; with t = exp(-|eta|),
     # softplus(eta) = max(eta, 0) + log1p(t) and sigmoid(eta) = (1 or t) / (1 + t)
@@ -188,7 +204,7 @@ def _value_and_grad(theta, z, data):
     return total, grads
 
 
-def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -> Model:
+def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None, trials=None) -> Model:
     """The random-intercept GLMM as an :class:`mcem.Model`.
 
     Parameters
@@ -196,7 +212,8 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
     X : array (n_obs, p) or (n_obs,)
         Fixed-effect design matrix (include a column of ones for an intercept).
     y : array (n_obs,)
-        Responses: 0/1 for ``family="logit"``, non-negative integer counts for ``"poisson"``.
+        Responses: 0/1 for ``family="logit"`` (with ``trials``: integer counts of successes
+        between 0 and ``trials``), non-negative integer counts for ``"poisson"``.
     group : array of int (n_obs,)
         Group labels 0..G-1; every group must have at least one observation.
     family : {"logit", "poisson"}
@@ -205,6 +222,10 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
     init : dict, optional
         Initial ``beta`` and/or ``sigma``; default: the GLM fit without random effects for
         ``beta`` and ``sigma = 1``.
+    trials : array of positive int (n_obs,), optional
+        Binomial denominators (``family="logit"`` only): ``y_i ~ Binomial(trials_i,
+        expit(eta_i))``. The log joint includes the log binomial coefficients, so the
+        log-likelihood is R's ``glmer`` with ``cbind(y, trials - y)``.
 
     Returns
     -------
@@ -214,7 +235,7 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None) -
         also has ``log_joint_total``, ``grad_params`` and ``n_obs``. ``model.data`` holds the
         observations sorted by group (``order`` maps back to the input order).
     """
-    d = check_inputs(X, y, group, family, offset)
+    d = check_inputs(X, y, group, family, offset, trials)
     p, G, n = d["X"].shape[1], d["n_groups"], d["X"].shape[0]
     fam = d["family"]
     if init is not None and not isinstance(init, dict):
@@ -238,8 +259,9 @@ def _subset(d, family, start, units):
     """The GLMM of the groups ``units``: their observations (sorted by group), relabelled."""
     rows = np.isin(d["group"], units)
     labels = np.searchsorted(units, d["group"][rows])
+    trials = None if d["trials"] is None else d["trials"][rows]
     return random_intercept_glmm(d["X"][rows], d["y"][rows], labels, family=family,
-                                 offset=d["offset"][rows], init=start)
+                                 offset=d["offset"][rows], init=start, trials=trials)
 
 
 # --------------------------------------------------------------------------- Monte Carlo error
@@ -277,8 +299,7 @@ def mc_covariance(model, theta, draws):
     uf = u.reshape(-1, d["n_groups"])
     wsum = np.zeros(lin.shape[0])
     for _, eta in _eta_blocks(lin, uf, d["group"]):
-        mu = response_mean(eta, d["family"])
-        wsum += (mu * (1.0 - mu) if d["family"] == "logit" else mu).sum(axis=0)
+        wsum += mean_and_weight(eta, d["family"], d["trials"])[1].sum(axis=0)
     p = beta.size
     H = np.zeros((p + 1, p + 1))
     H[:p, :p] = -(d["X"] * (wsum / uf.shape[0])[:, None]).T @ d["X"]
@@ -289,12 +310,14 @@ def mc_covariance(model, theta, draws):
 
 # --------------------------------------------------------------------------- simulation
 def simulate_random_intercept(n_groups, n_per_group, beta, sigma, family="logit", rng=None,
-                              x_scale=1.0, offset=None):
+                              x_scale=1.0, offset=None, trials=None):
     """Simulated data from the model: ``X`` (intercept + standard-normal covariates), ``y``, ``group``.
 
     ``beta[0]`` is the intercept; the other ``len(beta) - 1`` columns are N(0, ``x_scale``^2).
     ``offset``: None or an array of length ``n_groups * n_per_group`` added to the linear
-    predictor. Returns a dict with ``X``, ``y``, ``group``, ``offset`` and the true ``u``.
+    predictor. ``trials`` (``family="logit"`` only): binomial denominators, a positive int or
+    an array of that length. Returns a dict with ``X``, ``y``, ``group``, ``offset``, the true
+    ``u`` and, when given, ``trials``.
     """
     rng = np.random.default_rng(rng)
     check_choice(family, "family", set(FAMILIES))
@@ -308,9 +331,14 @@ def simulate_random_intercept(n_groups, n_per_group, beta, sigma, family="logit"
     group = np.repeat(np.arange(G), m)
     u = sigma * rng.standard_normal(G)
     off = np.zeros(n) if offset is None else np.asarray(offset, dtype=float).reshape(n)
+    if trials is not None:  # checked (and sorted by group: the identity here)
+        trials = check_inputs(np.ones(n), np.zeros(n), group, family, None, trials)["trials"]
     eta = X @ beta + u[group] + off
-    if family == "logit":
+    if trials is not None:
+        y = rng.binomial(trials.astype(np.int64), expit(eta)).astype(float)
+    elif family == "logit":
         y = (rng.random(n) < expit(eta)).astype(float)
     else:
         y = rng.poisson(np.exp(eta)).astype(float)
-    return {"X": X, "y": y, "group": group, "offset": off, "u": u}
+    out = {"X": X, "y": y, "group": group, "offset": off, "u": u}
+    return out if trials is None else {**out, "trials": trials}

@@ -25,9 +25,9 @@ from ._glmm_common import (
     check_inputs,
     glm_start,
     group_sum,
+    mean_and_weight,
     normal_logpdf,
     obs_loglik,
-    response_mean,
 )
 from .glmm_model import _check_glmm_model, mc_covariance
 
@@ -46,14 +46,13 @@ def _modes(lin, d, sigma, max_iter=100, tol=1e-10):
     Safeguarded Newton, all groups at once (the loop is over Newton iterations): each step is
     capped at 5 and halved where it would lower the (concave) integrand.
     """
-    fam, y, lgy, g, st = d["family"], d["y"], d["lgy"], d["group"], d["starts"]
+    fam, y, lgy, g, st, trials = d["family"], d["y"], d["lgy"], d["group"], d["starts"], d["trials"]
     s2 = sigma**2
 
     def h_and_derivs(u):
         eta = lin + u[g]
-        mu = response_mean(eta, fam)
-        w = mu * (1 - mu) if fam == "logit" else mu
-        h = group_sum(obs_loglik(eta, y, fam, lgy), st) - 0.5 * u**2 / s2
+        mu, w = mean_and_weight(eta, fam, trials)
+        h = group_sum(obs_loglik(eta, y, fam, lgy, trials), st) - 0.5 * u**2 / s2
         return h, group_sum(y - mu, st) - u / s2, group_sum(w, st) + 1.0 / s2
 
     u = np.zeros(d["n_groups"])
@@ -86,7 +85,7 @@ def _quad_parts(beta, sigma, d, n_nodes, adaptive):
         scale = np.full(d["n_groups"], np.sqrt(2.0) * sigma)
     U = mode + scale * x[:, None]  # (K, G)
     eta = lin + U[:, d["group"]]  # (K, n)
-    ll = group_sum(obs_loglik(eta, d["y"], d["family"], d["lgy"]), d["starts"])
+    ll = group_sum(obs_loglik(eta, d["y"], d["family"], d["lgy"], d["trials"]), d["starts"])
     a = np.log(w)[:, None] + x[:, None] ** 2 + ll + normal_logpdf(U, sigma) + np.log(scale)
     return U, eta, a
 
@@ -98,7 +97,7 @@ def _loglik_and_grad(beta, sigma, d, n_nodes, adaptive, grad=True):
     if not grad:
         return value, None
     pi = np.exp(a - per)  # (K, G) normalised node weights: a posterior over the nodes
-    resid = d["y"] - response_mean(eta, d["family"])  # (K, n)
+    resid = d["y"] - mean_and_weight(eta, d["family"], d["trials"])[0]  # (K, n)
     g_obs = np.sum(pi[:, d["group"]] * resid, axis=0)  # (n,)
     g_beta = g_obs @ d["X"]
     if adaptive:
@@ -126,14 +125,15 @@ def _theta_args(theta, p):
     return beta, sigma
 
 
-def quadrature_loglik(theta, X, y, group, family="logit", offset=None, n_nodes=20, adaptive=True) -> float:
+def quadrature_loglik(theta, X, y, group, family="logit", offset=None, n_nodes=20, adaptive=True,
+                      trials=None) -> float:
     """The marginal log-likelihood log p(y; beta, sigma) by Gauss-Hermite quadrature.
 
     Parameters
     ----------
     theta : dict
         ``beta`` (p,) and ``sigma`` (> 0).
-    X, y, group, family, offset
+    X, y, group, family, offset, trials
         As in :func:`random_intercept_glmm`.
     n_nodes : int
         Quadrature nodes per group.
@@ -141,7 +141,7 @@ def quadrature_loglik(theta, X, y, group, family="logit", offset=None, n_nodes=2
         Centre and scale the nodes at each group's posterior mode and curvature (found by
         vectorised Newton steps); otherwise nodes on the N(0, sigma^2) prior.
     """
-    d = check_inputs(X, y, group, family, offset)
+    d = check_inputs(X, y, group, family, offset, trials)
     beta, sigma = _theta_args(theta, d["X"].shape[1])
     return _loglik_and_grad(beta, sigma, d, _check_nodes(n_nodes), bool(adaptive), grad=False)[0]
 
@@ -175,7 +175,7 @@ class QuadratureFit(NamedTuple):
 
 
 def fit_quadrature(
-    X, y, group, family="logit", offset=None, n_nodes=20, adaptive=True, init=None, gtol=1e-8
+    X, y, group, family="logit", offset=None, n_nodes=20, adaptive=True, init=None, gtol=1e-8, trials=None
 ) -> QuadratureFit:
     """Maximum likelihood by Gauss-Hermite quadrature: the oracle for one-dimensional random effects.
 
@@ -184,7 +184,7 @@ def fit_quadrature(
 
     Parameters
     ----------
-    X, y, group, family, offset
+    X, y, group, family, offset, trials
         As in :func:`random_intercept_glmm`.
     n_nodes : int
         Nodes per group (20 adaptive nodes are exact to many digits for these models).
@@ -200,7 +200,7 @@ def fit_quadrature(
     QuadratureFit
     """
     t0 = time.perf_counter()
-    d = check_inputs(X, y, group, family, offset)
+    d = check_inputs(X, y, group, family, offset, trials)
     n_nodes = _check_nodes(n_nodes)
     adaptive = bool(adaptive)
     p = d["X"].shape[1]

@@ -4,6 +4,7 @@ The model, for observations i = 1..n in groups g(i) in 0..G-1::
 
     y_i | u  ~ Bernoulli(logits = x_i' beta + u_g(i) + offset_i)          family="logit"
     y_i | u  ~ Poisson(exp(x_i' beta + u_g(i) + offset_i))                 family="poisson"
+    y_i | u  ~ Binomial(trials_i, logits = x_i' beta + u_g(i) + offset_i)   family="logit", trials=...
     u_g      ~ N(0, sigma^2), independent
 
     params   beta   real, shape (p,)
