@@ -32,11 +32,10 @@ MU = np.linspace(-1.0, 1.0, 6)
 
 OPTIONS = {
     "em": {"tol": 1e-14, "max_iter": 20_000},
-    # the default sampler is the model's exact posterior sampler
-    "mcem": {"m_init": 200, "tol": 0.01, "m_max": 4000},
-    # generic per-unit random-walk Metropolis: thinned, with a geometrically growing sample size
-    "mcem-rwm": {"sampler": "rwm", "thin": 2, "schedule": "geometric", "m_init": 200, "tol": 0.01,
-                 "m_max": 4000, "max_iter": 100},
+    # the defaults: the model's exact posterior sampler, the precision rule
+    "mcem": {},
+    # generic per-unit random-walk Metropolis instead of the exact sampler
+    "mcem-rwm": {"sampler": "rwm"},
 }
 
 

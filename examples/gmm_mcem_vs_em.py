@@ -1,6 +1,7 @@
 """Gaussian mixture on the Old Faithful data: Monte Carlo EM and SAEM against exact EM.
 
-Runs exact EM (the oracle), MCEM (Gibbs-sampled labels, ascent-based sample size) and SAEM from
+Runs exact EM (the oracle), MCEM and SAEM (each with its defaults: exact draws of the labels, the
+precision rule) from
 the same k-means++ start with :func:`mcem.compare`, prints the side-by-side table (estimates with
 standard errors, log-likelihood, iterations, total draws, seconds, distance from exact EM in
 standard errors) and writes a PNG of the parameter paths. Usage::
@@ -22,8 +23,8 @@ from mcem.datasets import load_faithful  # noqa: E402
 
 OPTIONS = {
     "em": {"tol": 1e-10, "max_iter": 1000},
-    "mcem": {"sampler": "gibbs", "tol": 1e-3, "m_max": 5000},
-    "saem": {"sampler": "gibbs", "max_iter": 300, "burn_iter": 50, "average": True},
+    "mcem": {},  # the defaults: the model's exact draws of the labels, the precision rule
+    "saem": {},
 }
 
 

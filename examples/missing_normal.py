@@ -30,11 +30,10 @@ SIGMA = np.array([[1.0, 0.6, 0.3], [0.6, 1.5, 0.5], [0.3, 0.5, 0.8]])
 
 OPTIONS = {
     "em": {"tol": 1e-14, "max_iter": 5000},
-    # the default sampler is the model's exact conditional-normal sampler
-    "mcem": {"m_init": 200, "tol": 0.005, "m_max": 4000},
-    # generic per-unit random-walk Metropolis on the missing cells of each row, thinned
-    "mcem-rwm": {"sampler": "rwm", "thin": 2, "m_init": 200, "tol": 0.005, "m_max": 4000,
-                 "max_iter": 100},
+    # the defaults: the model's exact conditional-normal sampler, the precision rule
+    "mcem": {},
+    # generic per-unit random-walk Metropolis on the missing cells of each row instead
+    "mcem-rwm": {"sampler": "rwm"},
 }
 
 

@@ -176,39 +176,77 @@ def batch_means_cov(x, n_batches=None):
     return lr / (n_chain * n_batches * b)
 
 
-#: Draws per chain from which :func:`mcse_of_mean` and :func:`cov_of_mean` use batch means.
-_BATCH_MEANS_MIN_DRAWS = 16
+#: The shortest batch :func:`mcse_of_mean` and :func:`cov_of_mean` cut from a chain (while a
+#: chain is shorter than two such batches, the whole chain is one batch).
+_MIN_BATCH = 32
+
+
+def _batches(s):
+    """Batch means of (chain, draw, p) values for the long-run covariance, and the batch length.
+
+    Each chain is cut into ``k = min(n // 32, sqrt(n))`` batches (at least one: a short chain is
+    a single batch, and its mean is then exact evidence of the spread between independent chains,
+    whatever the autocorrelation within them). With fewer than 4 batches in all, the chains are cut
+    into shorter batches so that there are 4. Leading draws that do not fill a batch are dropped.
+    """
+    n_chain, n_draw, p = s.shape
+    k = max(1, min(n_draw // _MIN_BATCH, int(np.sqrt(n_draw))))
+    if n_chain * k < 4:
+        k = min(n_draw, -(-4 // n_chain))
+    b = n_draw // k
+    means = s[:, n_draw - k * b :].reshape(n_chain, k, b, p).mean(axis=2).reshape(n_chain * k, p)
+    return means, b
+
+
+def cov_of_mean(s):
+    """Covariance of the mean of (chain, draw, p) MCMC values, valid at every chain length.
+
+    The long-run covariance is ``b`` times the covariance of batch means of length ``b`` pooled
+    over all chains around the grand mean (the batches of :func:`_batches`: whole chains while
+    they are short, so that a few draws per chain are not taken as independent), divided by the
+    number of values. Each variance is kept at least as large as that of independent draws (a
+    smaller one is the noise of few batches, not evidence of antithetic draws), with the
+    correlations of the batch estimate kept.
+    """
+    s = np.asarray(s, dtype=float)
+    if s.ndim != 3:
+        raise ValueError(f"cov_of_mean: s must have shape (chain, draw, p), got shape {s.shape}")
+    n_chain, n_draw, p = s.shape
+    n = n_chain * n_draw
+    iid = np.cov(s.reshape(-1, p), rowvar=False).reshape(p, p) if n >= 2 else np.full((p, p), np.inf)
+    if n < 2:
+        return iid
+    means, b = _batches(s)
+    lr = b * np.cov(means, rowvar=False).reshape(p, p) if means.shape[0] >= 2 else iid
+    d_lr, d_iid = np.diag(lr), np.diag(iid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(d_lr > 0, np.sqrt(np.maximum(d_iid, d_lr) / d_lr), 0.0)
+    out = lr * f[:, None] * f[None, :]
+    # a coordinate with no spread between batches: fall back to the independent-draws variance
+    flat = d_lr <= 0
+    if np.any(flat):
+        out[flat, :] = 0.0
+        out[:, flat] = 0.0
+        out[flat, flat] = d_iid[flat]
+    return out / n
 
 
 def mcse_of_mean(d) -> float:
     """Monte Carlo standard error of the mean of a (chain, draw) array of per-draw values.
 
-    Batch means within each chain (:func:`batch_means_se`) when every chain has at least 16
-    draws, so that autocorrelated MCMC draws are not treated as independent; the
-    independent-draws formula ``sd / sqrt(n)`` below that (and for other shapes); ``inf`` for
-    fewer than 2 values. Unlike :func:`mcse_mean` (from the effective sample size), it needs
-    no minimum chain length, which suits the short E steps of the first EM iterations.
+    The scalar case of :func:`cov_of_mean`: valid for autocorrelated MCMC draws at every chain
+    length (short chains count as one batch each, long ones are cut into batches of at least 32
+    draws), never below the independent-draws value ``sd / sqrt(n)``, which it is for other
+    shapes. ``inf`` for fewer than 2 values. Unlike :func:`mcse_mean` (from the effective sample
+    size), it needs no minimum chain length, which suits the short E steps of the first EM
+    iterations.
     """
     d = np.asarray(d, dtype=float)
-    n = d.size
-    if n < 2:
+    if d.size < 2:
         return np.inf
-    if d.ndim == 2 and d.shape[1] >= _BATCH_MEANS_MIN_DRAWS:
-        return float(batch_means_se(d))
-    return float(np.std(d, ddof=1) / np.sqrt(n))
-
-
-def cov_of_mean(s):
-    """Covariance of the mean of (chain, draw, p) values: batch means (:func:`batch_means_cov`)
-    when every chain has at least 16 draws, the covariance of independent draws otherwise."""
-    s = np.asarray(s, dtype=float)
-    if s.ndim != 3:
-        raise ValueError(f"cov_of_mean: s must have shape (chain, draw, p), got shape {s.shape}")
-    n_chain, n_draw, p = s.shape
-    if n_draw >= _BATCH_MEANS_MIN_DRAWS:
-        return batch_means_cov(s)
-    flat = s.reshape(-1, p)
-    return np.cov(flat, rowvar=False).reshape(p, p) / flat.shape[0]
+    if d.ndim != 2:
+        return float(np.std(d, ddof=1) / np.sqrt(d.size))
+    return float(np.sqrt(cov_of_mean(d[..., None])[0, 0]))
 
 
 def acceptance_summary(rates):

@@ -14,7 +14,7 @@ def fit(
     model,
     theta0=None,
     *,
-    method="em",
+    method="auto",
     max_iter=None,
     tol=None,
     rng=None,
@@ -30,19 +30,28 @@ def fit(
         The model (low-level :class:`mcem.Model` or one compiled by :func:`mcem.model`).
     theta0 : dict, optional
         Starting parameters (constrained scale); default: the model's initial values.
-    method : {"em", "mcem", "saem", "gem"}
+    method : {"auto", "em", "mcem", "saem", "gem"}
+        ``"auto"`` (default): exact EM where the model has it (an exact E step and a closed-form
+        M step) and no Monte Carlo option is given, otherwise MCEM with the sampler chosen
+        automatically.
         ``"em"``: exact EM with the model's closed-form E and M steps.
         ``"mcem"``: Monte Carlo EM; the E step draws the latents by MCMC (``sampler``), the
-        sample size follows the ascent-based rule of Caffo, Jank & Jones (2005) by default, and
-        the run stops when the upper confidence bound of delta-Q stays below ``tol``
-        (options: :mod:`mcem.algorithms.mcem`).
-        ``"saem"``: stochastic approximation EM (:mod:`mcem.algorithms.saem`).
+        sample size grows to what the stopping rule needs (options:
+        :mod:`mcem.algorithms.mcem`).
+        ``"saem"``: stochastic approximation EM, judged on its Polyak-Ruppert average
+        (:mod:`mcem.algorithms.saem`).
         ``"gem"``: generalized EM with gradient-ascent M steps (:mod:`mcem.algorithms.gem`).
     max_iter : int, optional
         Iteration cap (a ``ConvergenceWarning`` is issued when it stops the run).
     tol : float, optional
-        Convergence tolerance, a non-negative number (0 runs to ``max_iter``); for EM the
-        relative change of the log-likelihood.
+        When the run has converged, a non-negative number (0 runs to ``max_iter``). For the
+        Monte Carlo methods (MCEM, SAEM, Monte Carlo GEM) it is a fraction of a standard error,
+        default 0.1: the run stops when further iterations would not move any parameter by more
+        than about that many of its standard errors and the Monte Carlo error of the estimate
+        is below it, on the natural scale of every parameter (:mod:`mcem.algorithms.rule`). For
+        exact EM (and GEM with an exact E step) it is the relative change of the log-likelihood,
+        default 1e-8. The published rules a method offers through its ``stop`` option keep
+        their own scales (documented there).
     rng : None, int or numpy.random.Generator
         The only source of randomness.
     callback : callable, optional
@@ -68,7 +77,7 @@ def fit(
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mcem.Model, got {type(model).__name__}")
-    check_choice(method, "method", set(METHODS))
+    check_choice(method, "method", set(METHODS) | {"auto"})
     if max_iter is not None:
         max_iter = check_positive_int(max_iter, "max_iter")
     if tol is not None:
@@ -77,6 +86,13 @@ def fit(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    if method == "auto":  # exact EM where the model has it and nothing asks for Monte Carlo
+        anywhere = sorted(set(options) - {n for r in METHODS.values() for n in r.option_names()})
+        if anywhere:
+            raise TypeError(f"fit: method='auto' got unknown option(s) {anywhere}, which no method takes; "
+                            f"the methods are {sorted(METHODS)} (see their options in mcem.algorithms)")
+        exact_ok = model.has_exact_em and not (set(options) - set(METHODS["em"].option_names()))
+        method = "em" if exact_ok else "mcem"
     runner = METHODS[method]
     known = runner.option_names()
     unknown = sorted(set(options) - set(known))

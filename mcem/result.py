@@ -203,6 +203,13 @@ class FitResult(dict):
                 lines.append(f"{label:<22}{row}")
         lines.append("=" * width)
         lines.append(str(self.message))
+        mc = []
+        if self.get("mc_ratio") is not None and np.isfinite(self["mc_ratio"]):
+            mc.append(f"Monte Carlo error of the estimate: at most {self['mc_ratio']:.3g} standard errors")
+        if self.get("se_mc_ratio") is not None and np.isfinite(self["se_mc_ratio"]) and self["se_mc_ratio"] > 0:
+            mc.append(f"of the standard errors: {self['se_mc_ratio']:.1%} of their size")
+        if mc:
+            lines.append("; ".join(mc) + ".")
         lines.extend(textwrap.fill(n, width=width, subsequent_indent="  ") for n in notes)
         return "\n".join(lines)
 

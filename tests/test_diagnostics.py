@@ -124,15 +124,37 @@ def test_batch_means_cov_matches_a_naive_reference_and_batch_means_se():
         D.batch_means_cov(x[:, :5], n_batches=6)
 
 
-def test_mcse_of_mean_and_cov_of_mean_use_batch_means_from_16_draws_per_chain():
+@pytest.mark.parametrize("n_draw", [2, 5, 10, 20, 40, 200])
+def test_mcse_of_mean_is_valid_at_every_chain_length(n_draw):
+    """Against the true sd of the grand mean of 4 stationary AR(1) chains (phi = 0.8, 4000
+    replications): the median estimate is within 20% and never the independent-draws formula's
+    underestimate (which is about 0.4-0.6 of the truth here)."""
+    rng = np.random.default_rng(n_draw)
+    reps = ar1(0.8, (4000, 4), n_draw, rng).transpose(0, 2, 1)  # (rep, chain, draw)
+    truth = reps.mean(axis=(1, 2)).std()
+    est = np.array([D.mcse_of_mean(x) for x in reps[:600]])
+    iid = np.array([x.std(ddof=1) / np.sqrt(x.size) for x in reps[:600]])
+    assert 0.8 < np.median(est) / truth < 1.2
+    assert np.median(iid) / truth < 0.7  # the formula short chains used to get
+    assert np.all(est >= iid * (1 - 1e-12))  # never below the independent-draws value
+
+
+def test_cov_of_mean_batches_whole_short_chains_and_keeps_correlations():
     rng = np.random.default_rng(6)
-    s = ar1(0.8, (4,), 64, rng)[..., None] * np.array([1.0, -2.0])  # (chain, draw, 2), perfectly correlated
-    np.testing.assert_array_equal(D.cov_of_mean(s), D.batch_means_cov(s))
-    assert D.mcse_of_mean(s[..., 0]) == D.batch_means_se(s[..., 0])
-    short = s[:, :15]  # below 16 draws per chain: the independent-draws formulas
-    flat = short.reshape(-1, 2)
-    np.testing.assert_allclose(D.cov_of_mean(short), np.cov(flat, rowvar=False) / 60, rtol=1e-12)
-    assert D.mcse_of_mean(short[..., 0]) == pytest.approx(flat[:, 0].std(ddof=1) / np.sqrt(60), rel=1e-12)
+    s = ar1(0.8, (4,), 10, rng)[..., None] * np.array([1.0, -2.0])  # (chain, draw, 2), perfectly correlated
+    cov = D.cov_of_mean(s)
+    # ten draws per chain: each chain is one batch; the long-run variance is 10 var(chain means)
+    means = s.mean(axis=1)
+    between = 10 * np.cov(means, rowvar=False) / 40
+    iid = np.cov(s.reshape(-1, 2), rowvar=False) / 40
+    expect = between if between[0, 0] >= iid[0, 0] else iid
+    np.testing.assert_allclose(cov, expect, rtol=1e-10)
+    assert cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) == pytest.approx(-1.0)
+    assert D.mcse_of_mean(s[..., 0]) == pytest.approx(np.sqrt(cov[0, 0]), rel=1e-12)
+    long = ar1(0.8, (4,), 4096, rng)[..., None]
+    # 64 batches of 64 per chain, pooled around the grand mean
+    bm = long.reshape(4, 64, 64).mean(axis=2).ravel()
+    assert D.mcse_of_mean(long[..., 0]) == pytest.approx(np.sqrt(64 * bm.var(ddof=1) / long.size), rel=1e-10)
     assert D.mcse_of_mean(np.ones(1)) == np.inf
     with pytest.raises(ValueError, match=r"cov_of_mean: s must have shape \(chain, draw, p\)"):
         D.cov_of_mean(s[..., 0])

@@ -293,12 +293,12 @@ def test_sharded_mcem_reaches_the_closed_form_mle():
     opt = minimize(negll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
-        res = mcem.fit(model, method="mcem", rng=2, shards=2, n_chains=4, max_iter=25,
-                       schedule="fixed", m_init=1000)
+        res = mcem.fit(model, method="mcem", rng=2, shards=2)  # the default rule: 0.1 SE of Monte Carlo error
     se = res.standard_errors()
-    assert res["n_iter"] == 25
-    assert abs(res.params["mu"] - opt.x[0]) < 0.25 * se["mu"] + 0.01
-    assert abs(res.params["tau"] - np.exp(opt.x[1] / 2)) < 0.25 * se["tau"] + 0.01
+    assert res.converged and res.stopped_by == "tol", res.message
+    # three Monte Carlo standard errors at the default target
+    assert abs(res.params["mu"] - opt.x[0]) < 0.3 * se["mu"]
+    assert abs(res.params["tau"] - np.exp(opt.x[1] / 2)) < 0.3 * se["tau"]
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -38,7 +38,7 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
         assert results[name].total_draws > 0
 
 
-@pytest.mark.parametrize("name", ["factor_analysis", "missing_normal"])
+@pytest.mark.parametrize("name", [pytest.param("factor_analysis", marks=pytest.mark.slow), "missing_normal"])
 def test_gaussian_latent_examples_reach_exact_em(name, tmp_path, capsys):
     """Reduced size; both Monte Carlo fits land within a fraction of a standard error of EM."""
     ex = load(name)

@@ -170,3 +170,18 @@ def test_gaussian_mixture_bad_input():
         gm.predict(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="init_params must be one of"):
         GaussianMixture(2, init_params="kmeans").fit(X)
+
+
+@pytest.mark.parametrize("method", ["mcem", "saem"])
+def test_estimator_with_a_monte_carlo_method_stops_by_its_own_rule(method):
+    """The estimator passes no exact-EM tolerance to a Monte Carlo method: with the method and a
+    seed as the only settings the fit stops by its rule, within 0.3 standard errors of exact EM."""
+    X = mcem.datasets.load_faithful()
+    exact = GaussianMixture(2, rng=0).fit(X)
+    mc = GaussianMixture(2, method=method, rng=0).fit(X)
+    assert exact.converged_ and mc.converged_ and mc.result_.stopped_by == "tol", mc.result_.message
+    assert mc.result_.settings["tol"] == 0.1 and exact.result_.settings["tol"] == 1e-8
+    se = exact.result_.standard_errors()
+    # the same seed gives the same k-means++ start, so the components carry the same labels
+    for got, want, s in [(mc.means_, exact.means_, se["means"]), (mc.weights_, exact.weights_, se["weights"])]:
+        assert np.all(np.abs(got - want) < 0.3 * s), (got, want, s)

@@ -99,8 +99,10 @@ def test_log_joint_contract_errors():
         mcem.fit(with_fn(lambda th, z, d: np.full(z["u"].shape, -np.inf)), theta)
     with pytest.raises(ValueError, match=r"log_joint returned \+inf"):
         mcem.fit(with_fn(lambda th, z, d: np.full(z["u"].shape, np.inf)), theta)
-    with pytest.raises(TypeError, match=r"fit: method='em' got unknown option\(s\) \['foo'\]"):
+    with pytest.raises(TypeError, match=r"fit: method='auto' got unknown option\(s\) \['foo'\], which no method"):
         mcem.fit(gaussian_mixture(np.arange(10.0)[:, None], 2), foo=1)
+    with pytest.raises(TypeError, match=r"fit: method='em' got unknown option\(s\) \['foo'\]"):
+        mcem.fit(gaussian_mixture(np.arange(10.0)[:, None], 2), method="em", foo=1)
 
     class Odd(Exception):
         def __init__(self, a, b):

@@ -264,28 +264,27 @@ def test_bad_offset_init_theta_and_types():
 
 
 # --------------------------------------------------------------------------- worked examples
-def assert_matches_oracle(out, tol=1e-3):
-    """MCEM lands on the quadrature MLE.
+def assert_matches_oracle(out):
+    """MCEM, with its default rule, lands on the quadrature MLE.
 
-    * Log-likelihood: the ascent rule stops when the upper bound of delta-Q is below ``tol``; EM
-      creeps toward the maximum, so allow a gap of a few ``tol`` (it is ~1e-4 typically).
-    * Each parameter: within 5 Monte Carlo standard errors of the final M step plus the distance
-      that gap permits, sqrt(2 * gap) standard errors (for any coordinate, ell_max - ell >=
-      (theta_j - mle_j)^2 / (2 se_j^2) near the maximum).
+    * It stops by its own rule, with a Monte Carlo error of at most 0.1 standard errors.
+    * Each parameter: within 0.3 standard errors of the MLE (three Monte Carlo standard errors
+      at that target).
+    * Log-likelihood: the gap to the maximum is about half the squared distance in standard
+      errors summed over directions; 0.3 SE in each of p directions allows 0.045 p.
     * Louis standard errors agree with the quadrature Hessian's within 4 of their Monte Carlo
-      errors (jackknife) plus 5% (finite differences and the estimate's own offset).
+      errors (jackknife) plus 10%.
     """
     res, oracle, model, comp = out["result"], out["oracle"], out["model"], out["comparison"]
-    assert res.converged, res.message
+    assert res.converged and res.stopped_by == "tol", res.message
+    assert res["mc_ratio"] <= 0.1
     theta = {"beta": np.ravel(res.params["beta"]), "sigma": float(res.params["sigma"])}
     ll = glmm_quadrature._loglik_and_grad(theta["beta"], theta["sigma"], model.data, 20, True, grad=False)[0]
-    gap_allowed = 5 * tol
-    assert 0 <= oracle.loglik - ll < gap_allowed, (oracle.loglik, ll)
+    p = theta["beta"].size + 1
+    assert 0 <= oracle.loglik - ll < 0.045 * p, (oracle.loglik, ll)
     for r in comp.rows:
-        bound = 5 * r["mcse"] + np.sqrt(2 * gap_allowed) * r["se_mle"]
-        assert abs(r["estimate"] - r["mle"]) < bound, r
-        assert 0 < r["mcse"] < 0.05 * r["se_mle"], r
-        assert abs(r["se"] - r["se_mle"]) < 4 * r["se_mcse"] + 0.05 * r["se_mle"], r
+        assert abs(r["estimate"] - r["mle"]) < 0.3 * r["se_mle"], r
+        assert abs(r["se"] - r["se_mle"]) < 4 * r["se_mcse"] + 0.1 * r["se_mle"], r
 
 
 def test_mcculloch1997_example(tmp_path, capsys):

@@ -35,7 +35,7 @@ def configure(model, *, max_iter, tol):
         )
     max_iter = 500 if max_iter is None else max_iter
     tol = 1e-8 if tol is None else tol
-    return Config(max_iter=max_iter, tol=tol, settings={"max_iter": max_iter, "tol": tol}, cache={})
+    return Config(max_iter=max_iter, tol=tol, settings={"method": "em", "max_iter": max_iter, "tol": tol}, cache={})
 
 
 def _estep(cfg, model, theta):

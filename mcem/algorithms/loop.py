@@ -142,8 +142,12 @@ class Loop:
             settings=dict(self.settings),
             model_name=self.model.name,
         )
+        inference = extra.pop("_inference", None)
         res.update(extra)
         res["degenerate"] = problems
+        if inference is not None:  # computed on the final draws already: the result's cache
+            res.__dict__["_inference"] = {"auto": inference, "louis": inference}
+            res["se_problems"] = list(inference.problems)
         object.__setattr__(res, "_model", self.model)  # for standard errors; not part of the data
         return res
 

@@ -1,10 +1,28 @@
-"""Monte Carlo EM with the ascent-based sample size and stopping rules (``method="mcem"``).
+"""Monte Carlo EM with a scale-free stopping rule and automatic sample sizes (``method="mcem"``).
 
 Options (keywords of :func:`mcem.fit`)
 --------------------------------------
-``m`` counts the draws kept in all (summed over chains). ``stop="ascent"`` ends the run when
-the upper confidence bound of delta-Q is below ``tol`` ``n_consecutive`` times in a row;
-``stop="relative"`` when the largest relative parameter change is below ``tol`` as often.
+``m`` counts the draws kept in all (summed over chains).
+
+``stop``: ``"precision"`` (default) ends the run when further iterations cannot move the
+estimate by more than a small fraction ``tol`` (default 0.1) of its standard error, on the natural
+scale of every parameter (:mod:`mcem.algorithms.rule`; derivation in the theory page):
+``n_consecutive`` (default 2) iterations in a row at which (1) the Monte Carlo error of the
+iterate, at the stationary level of the iterates (Booth & Hobert's covariance of the M step
+propagated by the EM rate), is at most ``tol`` standard errors (Louis' identity), and (2) the
+distance EM still has to go (first order, from the step and the EM rate; averaged over the last
+three iterations with weights of their precision) is not significantly more than ``tol / 2``
+standard errors, and that average is precise to ``tol``. The measures are computed only where
+the ascent may be insignificant (:mod:`mcem.inference.precision`). The sample size grows to
+what those targets need (the Monte Carlo error falls as 1/sqrt(m)), never beyond: not to
+``m_max``. Where they need more than ``m_max`` draws, the run stops after ``n_consecutive``
+insignificant ascents at ``m_max`` with ``stopped_by="m_max"``, ``converged=False`` and a warning
+that gives the precision reached. The in-sample optimism of delta-Q is removed from its
+significance test (the trace below, computed from the same derivatives).
+``stop="ascent"`` is the published rule of Caffo, Jank & Jones (2005): the upper confidence bound
+of delta-Q below ``tol`` (a log-likelihood scale, default 1e-3) ``n_consecutive`` (default 3)
+times in a row; ``stop="relative"``: the largest relative change of the unconstrained parameters
+below ``tol`` as often.
 
 ``mstep``: ``"auto"`` (closed form from the model's sufficient statistics when it has them,
 numerical otherwise), ``"closed_form"``, ``"numerical"`` (L-BFGS-B on Q_hat; the model's
@@ -55,9 +73,11 @@ from scipy.stats import norm
 from .. import mstep as M
 from .._validation import check_bool, check_choice, check_fraction, check_mapping, check_positive_int
 from ..exceptions import ConvergenceWarning, MonteCarloWarning
+from ..inference.precision import precision as measure_precision
 from ..schedules import Ascent, make_schedule
 from .common import choose_mstep, diag_values, make_estep, track
 from .loop import Config, Stop, checked_update, invalid
+from .rule import DEFAULT_TOL, final_draws, target_size
 from .stream import concat_draws, stream_run
 
 NAME = "mcem"
@@ -74,24 +94,31 @@ class State(NamedTuple):
     swamped: int  # consecutive iterations whose lower bound of delta-Q was not above zero
     total_draws: int
     per_chain: int
+    target: int = 0  # the sample size the precision target needs (0: not known yet)
+    limited: int = 0  # consecutive insignificant ascents at m_max short of the precision target
+    opt_m: float = 0.0  # the last measured in-sample optimism of delta-Q times its sample size
+    window: Any = None  # (k, 2, n) the last EM distances to go and their sds (in SEs), or None
+    grow_to: int = 0  # the sample size the distance test needs next (0: no growth asked)
 
 
 def configure(model, *, max_iter, tol, sampler="auto", m_init=None, m_max=20_000, schedule="ascent",
-              mstep="auto", optimizer_options=None, stop="ascent", n_consecutive=3, gamma=0.25,
+              mstep="auto", optimizer_options=None, stop=None, n_consecutive=None, gamma=0.25,
               track_loglik=True, correct_optimism=False, stream=False, **estep_options):
     max_iter = 200 if max_iter is None else max_iter
-    tol = 1e-3 if tol is None else tol
+    stream = check_bool(stream, "stream")
+    stop = ("ascent" if stream else "precision") if stop is None else stop
+    check_choice(stop, "stop", {"precision", "ascent", "relative"})
+    tol = (DEFAULT_TOL if stop == "precision" else 1e-3) if tol is None else tol
+    n_consecutive = (2 if stop == "precision" else 3) if n_consecutive is None else n_consecutive
     es = make_estep(model, sampler, estep_options)
     n_chains = es.n_chains
     m_init = check_positive_int(m_init if m_init is not None else 10 * n_chains, "m_init")
     m_max = check_positive_int(m_max, "m_max")
     if m_max < m_init:
         raise ValueError(f"m_max must be at least m_init={m_init} (the sample size can only grow), got m_max={m_max}")
-    check_choice(stop, "stop", {"ascent", "relative"})
     n_consecutive = check_positive_int(n_consecutive, "n_consecutive")
     gamma = check_fraction(gamma, "gamma")
     track_loglik = check_bool(track_loglik, "track_loglik")
-    stream = check_bool(stream, "stream")
     optimizer_options = check_mapping(optimizer_options, "optimizer_options")
     sched = make_schedule(schedule, m_init, m_max)
     kind = choose_mstep(model, mstep)
@@ -99,19 +126,22 @@ def configure(model, *, max_iter, tol, sampler="auto", m_init=None, m_max=20_000
         correct_optimism = bool(correct_optimism)
     if not (isinstance(correct_optimism, bool) or (isinstance(correct_optimism, str) and correct_optimism == "auto")):
         raise ValueError(f"correct_optimism must be True, False or 'auto', got {correct_optimism!r}")
-    correcting = correct_optimism is True or (correct_optimism == "auto" and not stream and isinstance(sched, Ascent))
-    if stream and (kind != "closed_form" or correct_optimism is True or getattr(sched, "needs_covariance", False)):
+    correcting = stop != "precision" and (
+        correct_optimism is True or (correct_optimism == "auto" and not stream and isinstance(sched, Ascent)))
+    if stream and (kind != "closed_form" or correct_optimism is True or getattr(sched, "needs_covariance", False)
+                   or stop == "precision"):
         raise ValueError(
             "stream=True needs the closed-form M step (a model with sufficient_stats and mstep) and "
-            "works without correct_optimism and the booth-hobert schedule, which need the draws; got "
-            f"mstep={kind!r}, correct_optimism={correct_optimism}, schedule={sched.name!r}"
+            "works without correct_optimism, the booth-hobert schedule and stop='precision', which need the "
+            f"draws; got mstep={kind!r}, correct_optimism={correct_optimism}, schedule={sched.name!r}, stop={stop!r}"
         )
     settings = dict(method="mcem", max_iter=max_iter, tol=tol, m_init=m_init, m_max=m_max,
                     schedule=sched.name, mstep=kind, stop=stop, n_consecutive=n_consecutive, **es.settings)
     return Config(max_iter=max_iter, tol=tol, settings=settings, es=es, m_max=m_max, stop=stop,
                   n_consecutive=n_consecutive, gamma=gamma, z_gamma=float(norm.ppf(1 - gamma)),
                   track_loglik=track_loglik, stream=stream, optimizer_options=optimizer_options, sched=sched,
-                  kind=kind, correct_optimism=correct_optimism, correcting=correcting, pending=None)
+                  kind=kind, correct_optimism=correct_optimism, correcting=correcting, pending=None,
+                  precision=None)
 
 
 def init(cfg, model, theta, rng):
@@ -180,6 +210,17 @@ def mstep_on_draws(model, kind, theta, draws, optimizer_options, rng=None):
     return M.numerical(model, theta, draws, options=optimizer_options)
 
 
+def _appendable(cfg, sched, n_kept, lower, target):
+    """Draws (in all) to append within the iteration: the ascent is lost in Monte Carlo noise
+    and the sample size is below what the rule allows (the precision target, m_max)."""
+    if not isinstance(sched, Ascent) or lower > 0:
+        return 0
+    if cfg.stop == "precision" and cfg.tol > 0:
+        cap = min(cfg.m_max, target if target else 2 * n_kept)
+        return max(0, cap - n_kept)
+    return min(sched.append_size(n_kept), cfg.m_max - n_kept)
+
+
 def step(cfg, model, st):
     t, es, sched, n_chains = st.t + 1, cfg.es, cfg.sched, cfg.es.n_chains
     theta, chains, rng = st.theta, st.state, st.rng
@@ -190,7 +231,7 @@ def step(cfg, model, st):
         res = es.run(theta, chains, per_chain, rng)
         draws = res.draws
     chains, diag = res.state, res.diagnostics
-    appended = 0
+    appended, target, prec, opt_m = 0, st.target, None, st.opt_m
     while True:
         if cfg.stream:
             new, info = draws.mstep(theta)
@@ -209,18 +250,33 @@ def step(cfg, model, st):
                 f"delta-Q is {dq} (Monte Carlo SE {se}): log p(x, z; theta) is not finite over the draws at "
                 "the new or the old parameters (an overflow, or a density that is -inf somewhere the "
                 "sampler went)"))
+        n_kept = per_chain * n_chains
         opt = 0.0
-        if cfg.correcting and cfg.kind != "adam":
+        if cfg.stop == "precision":
+            # measured where the ascent may be insignificant (the in-sample optimism falls as 1/m,
+            # so the last one measured bounds it); a clearly significant ascent needs no measure
+            guess = st.opt_m / n_kept if st.opt_m > 0 else np.inf
+            zc = sched.z_alpha if isinstance(sched, Ascent) else cfg.z_gamma
+            if not (np.isfinite(guess) and dq - 2 * guess - zc * se > 0):
+                step_u = model.to_unconstrained(new) - model.to_unconstrained(theta)
+                with np.errstate(all="ignore"):
+                    prec = measure_precision(model, new, draws, step=step_u)
+                opt = prec.optimism if np.isfinite(prec.optimism) and prec.optimism > 0 else 0.0
+                opt_m = opt * n_kept
+                known = target_size(n_kept, prec.ratio, cfg.tol)
+                target = known if known is not None else target
+            else:
+                opt = guess
+        elif cfg.correcting and cfg.kind != "adam":
             opt = optimism(model, cfg.kind, new, draws, cfg.optimizer_options)
         dq_ascent = dq - opt  # for the sample size: corrected unless correct_optimism=False
-        if cfg.correct_optimism is True:
+        if cfg.correct_optimism is True and cfg.stop != "precision":
             dq = dq_ascent  # corrected for stopping too
-        n_kept = per_chain * n_chains
         lower = dq_ascent - (sched.z_alpha if isinstance(sched, Ascent) else cfg.z_gamma) * se
-        if not isinstance(sched, Ascent) or lower > 0 or n_kept >= cfg.m_max:
+        want = _appendable(cfg, sched, n_kept, lower, target)
+        if want <= 0 or (prec is not None and prec.ratio <= cfg.tol):
             break
-        extra = max(1, math.ceil(sched.append_size(n_kept) / n_chains))
-        extra = min(extra, max(1, math.ceil((cfg.m_max - n_kept) / n_chains)))
+        extra = max(1, math.ceil(want / n_chains))
         if cfg.stream:
             more, block = stream_run(es, model, theta, chains, extra, rng, burn=0)
             draws.merge(block)
@@ -240,6 +296,8 @@ def step(cfg, model, st):
     row = dict(loglik=track(model, new, cfg.track_loglik), m=n_kept, delta_q=dq, mcse=se, lower=lower,
                upper=upper, appended=appended, mstep_success=info.success, optimism=opt,
                mc_error_dominates=swamped_now)
+    if prec is not None:
+        row.update(mc_ratio=prec.ratio, em_rate=prec.rate)
     row.update(diag_values(diag))
     sched_info = {"delta_q": dq_ascent, "mcse": se}
     if getattr(sched, "needs_covariance", False):
@@ -247,30 +305,94 @@ def step(cfg, model, st):
         inside, stat = sched.inside(model.to_unconstrained(theta), model.to_unconstrained(new), cov)
         sched_info["inside"] = inside
         row["ellipsoid_stat"] = stat
-    if cfg.stop == "ascent":
+    limited, window, grow_to, far = 0, None, 0, np.inf
+    if cfg.stop == "precision" and prec is not None and prec.delta is not None:
+        window, far, noise = _distance_window(st.window, prec, sched.z_alpha if isinstance(sched, Ascent) else cfg.z_gamma)
+        row["distance"] = far
+        row["distance_noise"] = noise
+        if np.isfinite(far) and noise > cfg.tol:  # the test cannot tell tol from noise: more draws
+            grow_to = min(cfg.m_max, 4 * n_kept, target_size(n_kept, noise, cfg.tol))
+    if cfg.stop == "precision":
+        # the distance to go is a first-order estimate from the local EM rate, which is often
+        # below the rate nearer the MLE (the fraction of missing information grows with a
+        # variance component towards it): half of tol keeps the stop on the safe side
+        ok = prec is not None and far <= cfg.tol / 2 and prec.ratio <= cfg.tol and not grow_to
+        limited = st.limited + 1 if (lower <= 0 and prec is not None and not ok and n_kept >= cfg.m_max) else 0
+    elif cfg.stop == "ascent":
         ok = upper < cfg.tol and dq >= -cfg.z_gamma * se
     else:
         u_old, u_new = model.to_unconstrained(theta), model.to_unconstrained(new)
         ok = np.max(np.abs(u_new - u_old) / (np.abs(u_old) + 1e-3), initial=0.0) < cfg.tol
     # chains that barely moved give delta-Q = 0 with no Monte Carlo error: that is no evidence
-    ok = ok and not bool((diag or {}).get("low_acceptance", False))
+    low_acc = bool((diag or {}).get("low_acceptance", False))
+    ok = ok and not low_acc
+    limited = 0 if low_acc else limited
     hits = st.hits + 1 if ok else 0
     cfg.pending = (n_kept, sched_info)
+    if prec is not None:
+        cfg.precision = prec
     new_st = State(t, new, chains, rng, st.m, hits, st.swamped + 1 if swamped_now else 0,
-                   st.total_draws + n_kept, per_chain)
+                   st.total_draws + n_kept, per_chain, int(target or 0), limited, float(opt_m), window, int(grow_to))
     stop = None
     if hits >= cfg.n_consecutive:
-        stop = Stop("tol", True,
-                    f"converged: the upper {1 - cfg.gamma:.0%} bound of delta-Q was below tol={cfg.tol:g} "
-                    f"{cfg.n_consecutive} times in a row" if cfg.stop == "ascent" else
-                    f"converged: relative parameter change below tol={cfg.tol:g} {cfg.n_consecutive} times in a row")
+        if cfg.stop == "precision":
+            why = (f"no parameter was significantly more than tol/2={cfg.tol / 2:g} standard errors from where "
+                   f"EM converges (over the last {WINDOW} iterations) and the Monte Carlo error was at most "
+                   f"tol={cfg.tol:g} (largest {prec.ratio:.3g} standard errors, {prec.worst})")
+        elif cfg.stop == "ascent":
+            why = f"the upper {1 - cfg.gamma:.0%} bound of delta-Q was below tol={cfg.tol:g}"
+        else:
+            why = f"relative parameter change below tol={cfg.tol:g}"
+        stop = Stop("tol", True, f"converged: {why} {cfg.n_consecutive} times in a row")
+    elif limited >= cfg.n_consecutive:
+        short = (f"the Monte Carlo error is still {prec.ratio:.3g} standard errors ({prec.worst}) > tol={cfg.tol:g}"
+                 if prec.ratio > cfg.tol else
+                 "the distance EM still has to go is not known to within tol standard errors"
+                 if grow_to else "EM is still significantly more than tol/2 standard errors from converging")
+        stop = Stop("m_max", False,
+                    f"stopped: the ascent was not significant {cfg.n_consecutive} times in a row at m_max={cfg.m_max}, "
+                    f"where {short}; the target needs about {max(target or 0, grow_to)} draws (raise m_max or tol)")
     return new_st, row, stop
 
 
 def advance(cfg, model, st):
     """The sample size of the next iteration (asked only when there is one)."""
     n_kept, info = cfg.pending
-    return st._replace(m=cfg.sched.next(st.t, n_kept, info))
+    m = cfg.sched.next(st.t, n_kept, info)
+    if cfg.stop == "precision" and isinstance(cfg.sched, Ascent):
+        if st.target:
+            m = min(m, max(n_kept, st.target))  # grow to what the precision target needs, no further
+        m = max(m, st.grow_to)
+    return st._replace(m=m)
+
+
+#: Iterations over which the distance EM still has to go is averaged by ``stop="precision"``.
+WINDOW = 3
+
+
+def _distance_window(window, prec, z):
+    """The last ``WINDOW`` estimates of the distance EM still has to go (in SEs) with this one;
+    the significance test on their mean; and the Monte Carlo sd such a mean will have.
+
+    Returns ``(window, far, noise)``: ``far`` is the largest, over parameters, lower confidence
+    bound ``|mean delta_i| - z sd_i`` (``inf`` until the window is full), ``noise`` the largest
+    sd of the latest estimate divided by sqrt(WINDOW).
+    Averaging consecutive iterations (weighted by their precision) reduces the noise by about
+    sqrt(WINDOW); while EM still moves, the earlier iterations had further to go, so the mean
+    errs on the safe side.
+    """
+    new = np.stack([prec.delta, prec.delta_sd])[None]
+    if window is not None and np.shape(window)[1:] == new.shape[1:]:
+        new = np.concatenate([np.asarray(window, dtype=float)[-(WINDOW - 1):], new])
+    if new.shape[0] < WINDOW:
+        return new, np.inf, float(np.max(new[-1, 1], initial=0.0))
+    # precision-weighted: an early estimate from few draws counts for little
+    w = 1.0 / np.maximum(new[:, 1], 1e-12) ** 2
+    mean = np.sum(w * new[:, 0], axis=0) / np.sum(w, axis=0)
+    sd = 1.0 / np.sqrt(np.sum(w, axis=0))
+    # the noise the next windows will have: the latest (largest-m, best-estimated) sd, averaged
+    noise = float(np.max(new[-1, 1], initial=0.0)) / np.sqrt(WINDOW)
+    return new, float(np.max(np.abs(mean) - z * sd, initial=0.0)), noise
 
 
 def interrupted(cfg, model, st):
@@ -286,7 +408,7 @@ def finish(cfg, model, st, stop, history):
     # the stall of the published rule: delta-Q's in-sample optimism keeps its lower bound above
     # zero, so m never grows and the upper bound never reaches tol
     stalled = (stop.stopped_by == "max_iter" and isinstance(sched, Ascent) and not cfg.correcting
-               and cfg.kind != "adam" and len(recent) >= 5
+               and cfg.stop != "precision" and cfg.kind != "adam" and len(recent) >= 5
                and len({r["m"] for r in recent}) == 1 and recent[-1]["m"] < cfg.m_max
                and all(r["lower"] > 0 for r in recent))
     if stalled:
@@ -297,17 +419,32 @@ def finish(cfg, model, st, stop, history):
             "corrects the sample-size decisions for it" + (" (with stream=False)" if cfg.stream else "")
         )
         warnings.warn(MonteCarloWarning("mcem: " + message, key="optimism_stall"), stacklevel=5)
-    elif stop.stopped_by == "max_iter" and (st.swamped or noisy):
+    elif stop.stopped_by == "m_max":
+        warnings.warn(MonteCarloWarning("mcem: " + message, key="precision_not_reached",
+                                        value=float(cfg.precision.ratio), worse="high"), stacklevel=5)
+    elif stop.stopped_by == "max_iter" and cfg.stop == "precision" and cfg.precision is not None:
+        p = cfg.precision
+        message += (f"; at the last iteration the Monte Carlo error was {p.ratio:.3g} standard errors "
+                    f"({p.worst or 'information not positive definite'}) against tol={tol:g}")
+    elif stop.stopped_by == "max_iter" and cfg.stop == "ascent" and (st.swamped or noisy):
         why = (f"the lower bound of delta-Q was not above zero in the last {st.swamped} iteration(s)"
                if st.swamped else f"its standard error alone kept the upper bound of delta-Q above tol={tol:g}")
         message += f"; the Monte Carlo error dominates: {why} (increase m_max or the sample size)"
         warnings.warn(MonteCarloWarning("mcem: " + message, key="mc_error_dominates"), stacklevel=5)
     stop = stop._replace(message=message)
     extra = {"loglik": model.exact_loglik(st.theta)}
+    if cfg.precision is not None:
+        extra["mc_ratio"] = float(cfg.precision.ratio)
     if cfg.stream:
         return st.theta, stop, {**extra, "total_draws": st.total_draws, "draws": None}
     # draws at the final estimate (the loop's last draws are at the previous iterate), for
-    # standard errors by Louis' identity and importance-sampling likelihoods
-    final = cfg.es.run(st.theta, st.state, st.per_chain, st.rng)
-    return st.theta, stop, {**extra, "total_draws": st.total_draws + st.per_chain * cfg.es.n_chains,
-                            "draws": final.draws}
+    # standard errors by Louis' identity and importance-sampling likelihoods; as many as make
+    # the standard errors' own Monte Carlo error small
+    n_last = st.per_chain * cfg.es.n_chains
+    draws, inf, se_ratio = final_draws(cfg.es, model, st.theta, st.state, st.rng, st.per_chain,
+                                       max_total=max(n_last, cfg.m_max))
+    n_final = next(iter(draws.values())).shape[1] * cfg.es.n_chains
+    extra.update(total_draws=st.total_draws + n_final, draws=draws, se_mc_ratio=se_ratio)
+    if inf is not None:
+        extra["_inference"] = inf
+    return st.theta, stop, extra

@@ -91,11 +91,20 @@ def resume(path, model, *, callback=None, progress=None, max_iter=None, checkpoi
 _LOOP_KEYS = {
     "em": {"t": "count", "theta": "theta", "decreases": "count"},
     "mcem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "m": "positive",
-             "hits": "count", "swamped": "count", "total_draws": "count", "per_chain": "positive"},
+             "hits": "count", "swamped": "count", "total_draws": "count", "per_chain": "positive",
+             "target": "count", "limited": "count", "opt_m": "nonnegative", "window": "any",
+             "grow_to": "count"},
     "saem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "s": "any", "memory": "memory",
-             "avg": "theta_or_none", "n_avg": "count", "hits": "count", "total_draws": "count"},
-    "gem": {"t": "count", "theta": "theta", "hits": "count", "state": "state_or_none", "rng": "rng"},
+             "avg": "theta_or_none", "n_avg": "count", "hits": "count", "total_draws": "count",
+             "wdraws": "any", "scores": "any", "next_check": "count"},
+    "gem": {"t": "count", "theta": "theta", "hits": "count", "state": "state_or_none", "rng": "rng",
+            "per_chain": "count", "total_draws": "count"},
 }
+
+
+#: Keys added after a format was released: a checkpoint without them starts them at their default.
+_OPTIONAL_KEYS = {"mcem": ("target", "limited", "opt_m", "window", "grow_to"),
+                  "saem": ("wdraws", "scores", "next_check"), "gem": ("per_chain", "total_draws")}
 
 
 def _known_options(method) -> set:
@@ -148,18 +157,23 @@ def _check_checkpoint(path, ck, model, fmt) -> None:
     if not isinstance(loop, dict):
         raise bad(f"its loop state is a {type(loop).__name__}, not a dict")
     need = _LOOP_KEYS[method]
-    missing = [k for k in need if k not in loop]
+    missing = [k for k in need if k not in loop and k not in _OPTIONAL_KEYS.get(method, ())]
     if missing:
         raise bad(f"the loop state lacks {missing} (method {method!r})")
     extra = sorted(set(loop) - set(need))
     if extra:
         raise bad(f"the loop state has unknown key(s) {extra} (method {method!r})")
     for key, kind in need.items():
+        if key not in loop:
+            continue
         v, where = loop[key], f"loop[{key!r}]"
         if kind in ("count", "positive"):
             lo = 1 if kind == "positive" else 0
             if not isinstance(v, numbers.Integral) or isinstance(v, bool | np.bool_) or v < lo:
                 raise bad(f"the counter {where} is {v!r}; expected an int >= {lo}")
+        elif kind == "nonnegative":
+            if not isinstance(v, numbers.Real) or isinstance(v, bool | np.bool_) or not (0 <= v < np.inf):
+                raise bad(f"{where} is {v!r}; expected a finite number >= 0")
         elif kind == "theta" or (kind == "theta_or_none" and v is not None):
             try:
                 model.check_theta(v, where)

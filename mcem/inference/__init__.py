@@ -21,6 +21,11 @@ Marginal log-likelihood (:mod:`mcem.inference.loglik`)
     target (``target_se``, default 0.05) or a budget is spent (then a warning), and the known
     downward bias of the log of a mean weight is removed to first order.
 
+Precision (:mod:`mcem.inference.precision`)
+    The Monte Carlo error of an iterate against its standard errors, on the natural scale of
+    every parameter: the measure behind the stopping rule of the Monte Carlo methods
+    (``mcem.inference.precision.precision`` and ``newton_precision``).
+
 Degenerate fits (:mod:`mcem.inference.degenerate`)
     :func:`degeneracy` names the parameters at the edge of their constraint (a collapsed
     mixture component, an empty one, a singular covariance); :func:`standard_errors` says in
@@ -31,6 +36,7 @@ from ..derivatives import constrained_jacobian
 from .degenerate import degeneracy
 from .information import Inference, observed_information, standard_errors
 from .loglik import LoglikEstimate, marginal_loglik
+from .precision import Precision
 
 __all__ = [
     "Inference",
@@ -39,4 +45,5 @@ __all__ = [
     "marginal_loglik",
     "LoglikEstimate",
     "degeneracy",
+    "Precision",
 ]

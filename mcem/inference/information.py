@@ -18,7 +18,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..derivatives import central_hessian, constrained_jacobian, score_arrays
+from ..derivatives import (
+    _unit_cov,
+    central_hessian,
+    constrained_jacobian,
+    per_unit_scores,
+    score_arrays,
+    unit_decomposable,
+)
 from ..exceptions import MonteCarloWarning
 from .degenerate import _edge_elements, _edge_flat, degeneracy
 
@@ -60,8 +67,9 @@ def _flat_names(model):
     return names
 
 
-def _louis(s0, plus, minus, steps, mask=None):
-    """I = -mean Hessian - covariance of the scores, on the draws selected by ``mask``."""
+def _louis(s0, plus, minus, steps, units=None, mask=None):
+    """I = -mean Hessian - covariance of the scores, on the draws selected by ``mask``; with
+    ``units`` (per-unit scores, ``(draws, N, p)``) the covariance is summed over units."""
     p = s0.shape[-1]
     if mask is None:
         flat0 = s0.reshape(-1, p)
@@ -71,6 +79,8 @@ def _louis(s0, plus, minus, steps, mask=None):
         fp, fm = plus.reshape(p, -1, p)[:, mask], minus.reshape(p, -1, p)[:, mask]
     H = ((fp.mean(axis=1) - fm.mean(axis=1)) / (2 * steps[:, None])).T  # H[:, i] = d score / d u_i
     H = 0.5 * (H + H.T)
+    if units is not None:
+        return -H - _unit_cov(units if mask is None else units[mask])
     centred = flat0 - flat0.mean(axis=0)
     var = centred.T @ centred / max(flat0.shape[0] - 1, 1)
     return -H - var
@@ -93,6 +103,11 @@ def observed_information(model, theta, draws=None, *, method="auto"):
     if draws is None:
         raise ValueError("Louis' identity needs posterior draws at the estimate (draws=...)")
     arrays = score_arrays(model, theta, draws)
+    units = None
+    if unit_decomposable(model):  # the score covariance summed over independent units
+        su = per_unit_scores(model, theta, draws)
+        units = su.reshape((-1,) + su.shape[2:])
+    arrays = (*arrays, units)
     return _louis(*arrays), arrays
 
 

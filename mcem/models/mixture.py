@@ -281,9 +281,15 @@ class GaussianMixture:
     reg_covar : float
         Non-negative regularisation added to the covariance diagonals.
     method : str
-        Passed to :func:`mcem.fit` (``"em"`` by default).
-    max_iter, tol
+        Passed to :func:`mcem.fit` (``"em"`` by default; ``"mcem"``, ``"saem"``, ``"gem"``).
+    max_iter : int
         Passed to :func:`mcem.fit`.
+    tol : float, optional
+        Passed to :func:`mcem.fit`, where it means one thing per kind of method: for exact EM the
+        relative change of the log-likelihood, for the Monte Carlo methods the accepted Monte
+        Carlo error in standard errors. ``None`` (the default) passes each method its own
+        default (``1e-8`` for exact EM, ``0.1`` for MCEM and SAEM), so that switching the method
+        never hands a Monte Carlo run the exact-EM tolerance.
     init_params : {"k-means++", "random"}
     weights_init, means_init, covariances_init : array, optional
         User starting values (override ``init_params`` for the ones given).
@@ -318,8 +324,8 @@ class GaussianMixture:
         covariance_type="full",
         reg_covar=1e-6,
         method="em",
-        max_iter=100,
-        tol=1e-8,
+        max_iter=None,
+        tol=None,
         init_params="k-means++",
         weights_init=None,
         means_init=None,
