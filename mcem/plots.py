@@ -333,6 +333,24 @@ def _draw_rhat(ax, hist, threshold):
     ax.legend(fontsize="x-small")
 
 
+def _draw_precision(ax, hist, tol):
+    """The stopping rule's measures (in standard errors) per iteration, with tol and tol / 2."""
+    x = _iters(hist)
+    for col, style, lab in (("mc_ratio", "o-", "Monte Carlo error"), ("distance", "s--", "distance to go (lower bound)")):
+        v = _col(hist, col)
+        if v is not None:
+            ok = np.isfinite(v)
+            ax.plot(x[ok], v[ok], style, ms=3, label=lab)
+    if tol:
+        ax.axhline(tol, color="0.3", lw=0.8, ls=":", label=f"tol = {tol:g}")
+        ax.axhline(tol / 2, color="0.6", lw=0.8, ls=":", label="tol / 2")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("standard errors")
+    ax.set_title("stopping rule (in SEs)")
+    ax.legend(fontsize=7)
+
+
 def _diag_panels(hist):
     panels = []
     if _col(hist, "acceptance_mean") is not None or _col(hist, "acceptance_min") is not None:
@@ -427,8 +445,9 @@ def plot_loglik(results, ax=None):
 
 def plot_fit(result, reference=None, *, max_params=3, ncols=3):
     """An overview figure of one fit: the paths of the first ``max_params`` parameters (with the
-    ``reference`` overlaid), the log-likelihood, delta-Q, the sample size m and the E-step
-    diagnostics. Panels whose history columns are absent (or all NaN) are skipped, so an exact
+    ``reference`` overlaid), the log-likelihood, delta-Q, the sample size m, the stopping rule's
+    measures in standard errors (Monte Carlo error and distance to go, with ``tol``) and the
+    E-step diagnostics. Panels whose history columns are absent (or all NaN) are skipped, so an exact
     EM result shows only its paths and log-likelihood.
     """
     hist = _history(result)
@@ -441,6 +460,8 @@ def plot_fit(result, reference=None, *, max_params=3, ncols=3):
         panels.append(("delta_q", None))
     if _col(hist, "m") is not None:
         panels.append(("m", None))
+    if _col(hist, "mc_ratio") is not None:
+        panels.append(("precision", None))
     panels += [(p, None) for p in _diag_panels(hist)]
     fig, axes = _new_figure(len(panels), min(ncols, len(panels)))
     settings = result.get("settings") or {}
@@ -457,6 +478,8 @@ def plot_fit(result, reference=None, *, max_params=3, ncols=3):
             _draw_delta_q(ax, result, hist)
         elif kind == "m":
             _draw_sample_size(ax, result, hist)
+        elif kind == "precision":
+            _draw_precision(ax, hist, settings.get("tol") if settings.get("stop") == "precision" else None)
         elif kind == "acceptance":
             _draw_acceptance(ax, hist)
         else:

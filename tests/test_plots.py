@@ -226,11 +226,16 @@ def test_fit_mcem_has_all_panels(fits):
     em, mc = fits
     fig = plots.plot_fit(mc, reference=em)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [*mc.params, "log-likelihood", "delta Q",
-                      "Monte Carlo sample size", "MCMC acceptance", "R-hat of the log-joint trace"]
+    assert titles == [*mc.params, "log-likelihood", "delta Q", "Monte Carlo sample size",
+                      "stopping rule (in SEs)", "MCMC acceptance", "R-hat of the log-joint trace"]
     ll_ax = fig.axes[3]
     assert legend_texts(ll_ax) == ["mcem", "exact EM"]
     assert "exact EM" in legend_texts(fig.axes[0])
+    rule = fig.axes[titles.index("stopping rule (in SEs)")]
+    assert legend_texts(rule)[-2:] == [f"tol = {mc.settings['tol']:g}", "tol / 2"]
+    measured = np.isfinite(mc.history["mc_ratio"])
+    y = rule.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(y, mc.history["mc_ratio"][measured])  # the measure, drawn where it was taken
 
 
 def test_fit_em_skips_absent_columns(fits):
