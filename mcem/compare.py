@@ -99,7 +99,10 @@ class Comparison:
         ``seconds``, ``converged``, ``max_abs_distance_se`` (max |distance| in SEs).
         Reference: ``name``, ``estimate``, ``se`` with its Monte Carlo error ``se_mcse``, ``mcse``
         (Monte Carlo error of the estimate), ``mle`` and ``se_mle`` (the reference's), ``diff``
-        (estimate - mle) and ``diff_mcse`` (diff / mcse).
+        (estimate - mle), ``diff_se`` (diff / se_mle: the distance in the reference's standard
+        errors, the scale of the fitting rule's ``tol``; the table prints it) and ``diff_mcse``
+        (diff / mcse: against one M step's Monte Carlo error, which the iterate's error exceeds
+        where EM is slow).
     seconds, total_draws : float, int
         Reference kind: the fit's time and Monte Carlo draws.
     reference_method, reference_seconds : str, float or None
@@ -195,12 +198,12 @@ class Comparison:
     def _reference_table(self):
         fit_label = next(iter(self.results)).upper()
         head = (f"{'parameter':<10}{fit_label:>10}{'SE':>9}{'MC SE':>10}{self.reference:>11}{'SE':>9}"
-                f"{'diff/MCSE':>11}")
+                f"{'diff/SE':>11}")
         lines = [head, "-" * len(head)]
         for r in self.rows:
             lines.append(
                 f"{r['name']:<10}{r['estimate']:>10.4f}{r['se']:>9.4f}{r['mcse']:>10.5f}"
-                f"{r['mle']:>11.4f}{r['se_mle']:>9.4f}{r['diff_mcse']:>11.2f}"
+                f"{r['mle']:>11.4f}{r['se_mle']:>9.4f}{r['diff_se']:>11.2f}"
             )
         lines.append("-" * len(head))
         tail = f"{fit_label} {self.seconds:.1f} s, {self.total_draws} draws"
@@ -431,8 +434,9 @@ def compare_to_reference(result, reference_params, reference_se=None, *, model=N
     def add(label, est, s, s_mc, m, r, r_se):
         diff = est - r
         ratio = np.nan if np.isnan(m) else diff / m if m > 0 else np.inf
+        in_se = diff / r_se if np.isfinite(r_se) and r_se > 0 else np.nan
         rows.append(dict(name=label, estimate=est, se=s, se_mcse=s_mc, mcse=m, mle=r, se_mle=r_se,
-                         diff=diff, diff_mcse=ratio))
+                         diff=diff, diff_se=in_se, diff_mcse=ratio))
 
     for label, k, idx in _elements(params, single_by_name=True):
         add(label, float(params[k][idx]), float(np.asarray(inf.se[k])[idx]),

@@ -115,6 +115,7 @@ def test_compare_to_reference_rows_against_a_naive_computation(pumps_fit):
         assert r["mcse"] == pytest.approx(est * np.sqrt(cov_u[i, i]), rel=1e-6)
         assert r["mle"] == mle["params"][k] and r["se_mle"] == mle["se"][k]
         assert r["diff"] == est - mle["params"][k] and r["diff_mcse"] == r["diff"] / r["mcse"]
+        assert r["diff_se"] == r["diff"] / mle["se"][k]
         assert c.distance_se["mcem"][k] == pytest.approx((est - mle["params"][k]) / float(inf.se[k]), rel=1e-12)
     d = c.row("log alpha")  # delta method, the reference's value from its own parameter
     a, ra = float(res.params["alpha"]), mle["params"]["alpha"]
@@ -123,7 +124,7 @@ def test_compare_to_reference_rows_against_a_naive_computation(pumps_fit):
     assert d["mle"] == pytest.approx(np.log(ra)) and d["se_mle"] == pytest.approx(mle["se"]["alpha"] / ra)
     assert [r["name"] for r in c.rows] == ["alpha", "beta", "log alpha"]
     text = str(c)
-    assert text.splitlines()[0].split() == ["parameter", "MCEM", "SE", "MC", "SE", "MLE", "SE", "diff/MCSE"]
+    assert text.splitlines()[0].split() == ["parameter", "MCEM", "SE", "MC", "SE", "MLE", "SE", "diff/SE"]
     assert "log alpha" in text and text.endswith("BFGS 0.25 s") and f"{res.total_draws} draws" in text
     assert repr(c) == "Comparison('mcem' against 'MLE')"
     with pytest.raises(KeyError, match=r"no row 'gamma'; rows are \['alpha', 'beta', 'log alpha'\]"):
