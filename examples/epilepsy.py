@@ -29,26 +29,9 @@ import numpy as np  # noqa: E402
 
 import mcem  # noqa: E402
 from mcem.compare import mark_reference  # noqa: E402
-from mcem.datasets import reference  # noqa: E402
+from mcem.datasets import reference, reference_rows, reference_table  # noqa: E402
 from mcem.models import random_intercept as ri  # noqa: E402
 from mcem.models.classic import epilepsy_design, epilepsy_model  # noqa: E402
-
-
-def comparison_rows(params, se, ref):
-    """(label, estimate, SE, reference, reference SE, distance in reference SEs) per scalar."""
-    rows = []
-    for i, name in enumerate(ref["names"]):
-        rows.append((name, float(params["beta"][i]), float(se["beta"][i]), ref["params"]["beta"][i], ref["se"]["beta"][i]))
-    rows.append(("sigma", float(params["sigma"]), float(se["sigma"]), ref["params"]["sigma"], ref["se"]["sigma"]))
-    return [(k, e, s, r, rs, (e - r) / rs) for k, e, s, r, rs in rows]
-
-
-def format_table(title, method, rows, loglik, ref_loglik):
-    lines = [title, f"{'parameter':<20}{method.upper():>9}{'SE':>8}{'MLE (AGQ)':>11}{'SE':>8}{'dist/SE':>9}"]
-    lines += [f"{k:<20}{e:>9.4f}{s:>8.4f}{r:>11.4f}{rs:>8.4f}{d:>9.3f}" for k, e, s, r, rs, d in rows]
-    lines.append(f"log-likelihood at the estimate {loglik:.4f}, at the MLE {ref_loglik:.4f} "
-                 f"(gap {ref_loglik - loglik:.2g}); largest |dist/SE| {max(abs(r[-1]) for r in rows):.3f}")
-    return "\n".join(lines)
 
 
 def run(seed=1, out="epilepsy.png"):
@@ -63,8 +46,8 @@ def run(seed=1, out="epilepsy.png"):
         seconds = time.perf_counter() - t0
         se = result.standard_errors()
     loglik = ri.quadrature_loglik(result.params, d["X"], d["y"], d["group"], "poisson")
-    rows = comparison_rows(result.params, se, ref)
-    table = format_table("epilepsy: y ~ lbase * trt + lage + V4 + (1 | subject), Poisson",
+    rows = reference_rows("epilepsy", result.params, se)
+    table = reference_table("epilepsy: y ~ lbase * trt + lage + V4 + (1 | subject), Poisson",
                          "mcem", rows, loglik, ref["loglik"])
     table += (f"\nMCEM: {result.n_iter} iterations, {result.total_draws} draws, {seconds:.1f} s; "
               f"{result.message}")

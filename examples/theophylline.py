@@ -31,31 +31,12 @@ import numpy as np  # noqa: E402
 
 import mcem  # noqa: E402
 from mcem.compare import mark_reference  # noqa: E402
-from mcem.datasets import reference  # noqa: E402
+from mcem.datasets import reference, reference_rows, reference_table  # noqa: E402
 from mcem.models.theophylline import theophylline_model  # noqa: E402
 from mcem.models.theophylline_quadrature import theophylline_loglik  # noqa: E402
 
 LABELS = (("lKe", "lKe", None), ("lKa", "lKa", None), ("lCl", "lCl", None),
           ("omega_ka", "omega", 0), ("omega_cl", "omega", 1), ("sigma", "sigma", None))
-
-
-def comparison_rows(params, se, ref):
-    """(label, estimate, SE, reference, reference SE, distance in reference SEs) per scalar."""
-    def get(d, k, i):
-        return float(np.asarray(d[k], dtype=float).reshape(-1)[0 if i is None else i])
-    rows = []
-    for label, k, i in LABELS:
-        e, s, r, rs = get(params, k, i), get(se, k, i), get(ref["params"], k, i), get(ref["se"], k, i)
-        rows.append((label, e, s, r, rs, (e - r) / rs))
-    return rows
-
-
-def format_table(title, method, rows, loglik, ref_loglik):
-    lines = [title, f"{'parameter':<10}{method.upper():>9}{'SE':>8}{'MLE (AGQ)':>11}{'SE':>8}{'dist/SE':>9}"]
-    lines += [f"{k:<10}{e:>9.4f}{s:>8.4f}{r:>11.4f}{rs:>8.4f}{d:>9.3f}" for k, e, s, r, rs, d in rows]
-    lines.append(f"log-likelihood at the estimate {loglik:.4f}, at the MLE {ref_loglik:.4f} "
-                 f"(gap {ref_loglik - loglik:.2g}); largest |dist/SE| {max(abs(r[-1]) for r in rows):.3f}")
-    return "\n".join(lines)
 
 
 def run(seed=1, out="theophylline.png", methods=("mcem", "saem")):
@@ -73,8 +54,9 @@ def run(seed=1, out="theophylline.png", methods=("mcem", "saem")):
             seconds = time.perf_counter() - t0
             se = result.standard_errors()
         loglik = theophylline_loglik(result.params)
-        rows = comparison_rows(result.params, se, ref)
-        table = format_table(f"theophylline (fm2Theo), {method}", method, rows, loglik, ref["loglik"])
+        rows = reference_rows("theophylline", result.params, se, LABELS)
+        table = reference_table(f"theophylline (fm2Theo), {method}", method, rows, loglik, ref["loglik"],
+                                label_width=10)
         table += (f"\n{method.upper()}: {result.n_iter} iterations, {result.total_draws} draws, {seconds:.1f} s; "
                   f"{result.message}")
         print(table)

@@ -374,3 +374,16 @@ def test_models_evaluate_the_reference_and_pickle():
     ref = datasets.reference("cbpp")
     assert ri.quadrature_loglik(ref["params"], c["X"], c["y"], c["group"], "logit", trials=c["trials"]) == \
         pytest.approx(ref["loglik"], abs=1e-9)
+
+
+def test_reference_rows_measure_distance_in_the_references_standard_errors():
+    ref = datasets.reference("cbpp")
+    moved = {"beta": np.array(ref["params"]["beta"]) + np.array([0, 2, 0, 0]) * np.array(ref["se"]["beta"]),
+             "sigma": ref["params"]["sigma"]}
+    rows = datasets.reference_rows("cbpp", moved, ref["se"])
+    assert [r[0] for r in rows] == ["(Intercept)", "period2", "period3", "period4", "sigma"]
+    np.testing.assert_allclose([r[-1] for r in rows], [0, 2, 0, 0, 0], atol=1e-12)
+    text = datasets.reference_table("cbpp", "mcem", rows, -92.0, ref["loglik"])
+    assert "largest |dist/SE| 2.000" in text and text.splitlines()[2].startswith("(Intercept)")
+    with pytest.raises(ValueError, match="name must be one of"):
+        datasets.reference_rows("cbp", moved, ref["se"])

@@ -29,7 +29,7 @@ from .._validation import check_choice, check_positive_float, check_positive_int
 from ..inference.precision import newton_precision
 from .common import make_estep, track
 from .loop import Config, Stop, checked_update, invalid
-from .rule import DEFAULT_TOL, final_draws, target_size
+from .rule import DEFAULT_TOL, distance_lower_bound, final_draws, target_size
 
 NAME = "gem"
 USES_ESTEP = True
@@ -146,8 +146,7 @@ def step(cfg, model, st):
         # where the MLE is, seen from the iterate the draws came from (Fisher's identity)
         with np.errstate(all="ignore"):
             prec = newton_precision(model, st.theta, res.draws)
-        far = (float(np.max(np.abs(prec.delta) - 0.6744897501960817 * prec.delta_sd, initial=0.0))
-               if prec.positive_definite else np.inf)
+        far = distance_lower_bound(prec)
         cfg.last = prec
         row.update(m=n_kept, mc_ratio=prec.ratio, distance=far)
         ok = prec.ratio <= cfg.tol and far <= cfg.tol / 2

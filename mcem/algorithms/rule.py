@@ -15,12 +15,13 @@ import math
 import warnings
 
 import numpy as np
+from scipy.stats import norm
 
 from ..exceptions import MonteCarloWarning
 from ..inference import standard_errors
 from .stream import concat_draws
 
-__all__ = ["DEFAULT_TOL", "SE_TARGET", "target_size", "final_draws"]
+__all__ = ["DEFAULT_TOL", "SE_TARGET", "Z_BOUND", "target_size", "distance_lower_bound", "final_draws"]
 
 #: The default ``tol`` of the Monte Carlo methods: Monte Carlo error below 0.1 standard errors.
 DEFAULT_TOL = 0.1
@@ -28,6 +29,17 @@ DEFAULT_TOL = 0.1
 SE_TARGET = 0.03
 #: Margin on the sample size asked for by the precision target (its estimate is noisy).
 SAFETY = 1.25
+#: The one-sided normal quantile of the distance test's lower confidence bound (75%).
+Z_BOUND = float(norm.ppf(0.75))
+
+
+def distance_lower_bound(prec, z=Z_BOUND):
+    """The largest, over parameters, lower confidence bound ``|delta_i| - z sd_i`` of the
+    distance to the MLE (in standard errors; ``inf`` when the information was not positive
+    definite): the rule asks it to be at most ``tol / 2``."""
+    if not prec.positive_definite or prec.delta is None:
+        return np.inf
+    return float(np.max(np.abs(prec.delta) - z * prec.delta_sd, initial=0.0))
 
 
 def target_size(n, ratio, tol):

@@ -40,7 +40,7 @@ from ..inference.precision import newton_precision
 from ..schedules import saem_gain
 from .common import choose_mstep, diag_values, make_estep, track
 from .loop import Config, Stop, checked_update, invalid
-from .rule import DEFAULT_TOL, final_draws
+from .rule import DEFAULT_TOL, distance_lower_bound, final_draws
 from .stream import concat_draws
 
 NAME = "saem"
@@ -109,7 +109,7 @@ def maximise_memory(model, theta, memory, optimizer_options):
     The memory's draws are joined along the draw axis with one weight per draw, so that each
     evaluation is one vectorised call; the gradient comes from the model's ``value_and_grad`` or
     ``grad_params`` when it has them (finite differences otherwise)."""
-    draws = memory[0][1] if len(memory) == 1 else concat_draws_list([d for _, d in memory])
+    draws = memory[0][1] if len(memory) == 1 else concat_draws(*(d for _, d in memory))
     n_draw = [next(iter(d.values())).shape[1] for _, d in memory]
     n_chain = next(iter(draws.values())).shape[0]
     w = np.concatenate([np.full(k, wk / k) for (wk, _), k in zip(memory, n_draw, strict=True)])
@@ -140,11 +140,6 @@ def maximise_memory(model, theta, memory, optimizer_options):
     r = optimize.minimize(fun, model.to_unconstrained(theta), jac=jac, method="L-BFGS-B",
                           options=dict(optimizer_options or {}))
     return model.from_unconstrained(r.x), bool(r.success)
-
-
-def concat_draws_list(blocks):
-    """Draws of the same chains from several iterations, joined along the draw axis."""
-    return {k: np.concatenate([b[k] for b in blocks], axis=1) for k in blocks[0]}
 
 
 def step(cfg, model, st):
@@ -214,10 +209,7 @@ def _check(model, avg, wdraws, scores):
         g = scores.mean(axis=0)
         cov_g = cov_of_mean(scores[None])
         prec = newton_precision(model, avg, wdraws, score=g, score_cov=cov_g)
-    if not prec.positive_definite:
-        return prec, np.inf
-    z = 0.6744897501960817  # one-sided 75%
-    return prec, float(np.max(np.abs(prec.delta) - z * prec.delta_sd, initial=0.0))
+    return prec, distance_lower_bound(prec)
 
 
 def _estimate(cfg, st):

@@ -57,6 +57,6 @@ def stream_run(es, model, theta, state, n, rng, burn=None):
     return res, acc
 
 
-def concat_draws(a, b):
-    """Draws of the same chains continued: joined along the draw axis."""
-    return {k: np.concatenate([a[k], b[k]], axis=1) for k in a}
+def concat_draws(*blocks):
+    """Draws of the same chains continued (or from several iterations): joined along the draw axis."""
+    return {k: np.concatenate([b[k] for b in blocks], axis=1) for k in blocks[0]}

@@ -18,6 +18,8 @@ __all__ = [
     "load_cbpp",
     "load_epilepsy",
     "reference",
+    "reference_rows",
+    "reference_table",
 ]
 
 
@@ -113,3 +115,35 @@ def reference(name) -> dict:
     if not isinstance(name, str) or name not in _REFERENCES:
         raise ValueError(f"name must be one of {sorted(_REFERENCES)}, got {name!r}")
     return copy.deepcopy(_REFERENCES[name])
+
+
+def reference_rows(name, params, se, labels=None) -> list:
+    """A fit next to the recorded reference of data set ``name``, one row per scalar parameter:
+    ``(label, estimate, se, reference, reference se, distance in reference standard errors)``.
+
+    ``labels``: ``(label, parameter, index or None)`` triples in the order to print; default the
+    reference's coefficient ``names`` for ``beta`` and then ``sigma`` (the GLMMs).
+    """
+    ref = reference(name)
+    if labels is None:
+        labels = [(n, "beta", i) for i, n in enumerate(ref["names"])] + [("sigma", "sigma", None)]
+
+    def get(d, k, i):
+        return float(np.asarray(d[k], dtype=float).reshape(-1)[0 if i is None else i])
+
+    rows = []
+    for label, k, i in labels:
+        e, s, r, rs = get(params, k, i), get(se, k, i), get(ref["params"], k, i), get(ref["se"], k, i)
+        rows.append((label, e, s, r, rs, (e - r) / rs))
+    return rows
+
+
+def reference_table(title, method, rows, loglik, ref_loglik, label_width=20) -> str:
+    """:func:`reference_rows` as text, with the log-likelihoods at the estimate and at the MLE."""
+    w = label_width
+    lines = [title, f"{'parameter':<{w}}{method.upper():>9}{'SE':>8}{'MLE (AGQ)':>11}{'SE':>8}{'dist/SE':>9}"]
+    lines += [f"{k:<{w}}{e:>9.4f}{s:>8.4f}{r:>11.4f}{rs:>8.4f}{d:>9.3f}" for k, e, s, r, rs, d in rows]
+    lines.append(f"log-likelihood at the estimate {loglik:.4f}, at the MLE {ref_loglik:.4f} "
+                 f"(gap {ref_loglik - loglik:.2g}); largest |dist/SE| {max(abs(r[-1]) for r in rows):.3f}")
+    return "\n".join(lines)
+

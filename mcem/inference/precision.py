@@ -38,6 +38,7 @@ from scipy import linalg
 from ..derivatives import constrained_jacobian, mean_score_hessian, per_draw_scores, posterior_score_cov, thin_draws
 from ..diagnostics import cov_of_mean
 from .degenerate import _edge_elements, _edge_flat
+from .information import _flat_names
 
 __all__ = ["Precision", "precision", "newton_precision", "MAX_RATE"]
 
@@ -69,14 +70,6 @@ class Precision(NamedTuple):
     optimism: float = np.nan
     delta: np.ndarray | None = None
     delta_sd: np.ndarray | None = None
-
-
-def _flat_names(model):
-    out = []
-    for n in model.param_names:
-        shape = model.params[n].shape
-        out.extend([n] if not shape else [f"{n}[{','.join(map(str, i))}]" for i in np.ndindex(shape)])
-    return out
 
 
 def _stationary(Ic, Imiss, sigma):
