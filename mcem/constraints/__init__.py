@@ -18,6 +18,14 @@ Constraints::
     simplex(K, batch=())         probability vectors of length K, via additive log-ratios
     positive_definite(d, batch=())  symmetric positive-definite d x d matrices, via a Cholesky
                                  factor whose diagonal is exp-transformed
+    lower_cholesky(d, batch=())  lower-triangular d x d matrices with a positive diagonal (the
+                                 Cholesky factor of a covariance), diagonal via exp
+    corr_cholesky(d, batch=())   Cholesky factors of d x d correlation matrices (unit-norm rows),
+                                 via tanh to partial correlations and stick-breaking
+
+The bijections (``forward``, ``inverse``, ``log_abs_det_jacobian``) take numpy or JAX arrays
+(tracers inside ``jax.jit``/``jax.grad`` included), so that compiled log densities can be
+differentiated exactly in the unconstrained coordinates.
 
 The elementwise constraints are also callables that set a shape: ``real(shape=(K, d))``.
 Check-only constraints (no bijection) describe the supports of discrete distributions:
@@ -31,6 +39,7 @@ Edges
 """
 
 from .base import Constraint, as_shape
+from .cholesky import CorrCholesky, LowerCholesky, corr_cholesky, lower_cholesky
 from .continuous import (
     Interval,
     Positive,
@@ -54,6 +63,8 @@ __all__ = [
     "unit_interval",
     "simplex",
     "positive_definite",
+    "lower_cholesky",
+    "corr_cholesky",
     "boolean",
     "nonnegative_integer",
     "integer_interval",

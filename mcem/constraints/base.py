@@ -3,6 +3,11 @@
 :class:`Constraint` declares the interface (``forward``, ``inverse``, ``log_abs_det_jacobian``,
 ``contains``, ``default``, ``edge``); :class:`_Elementwise` is the base of the constraints that
 act on every element independently (their Jacobian is diagonal). See :mod:`mcem.constraints`.
+
+The bijections (``forward``, ``inverse``, ``log_abs_det_jacobian``) take numpy or JAX arrays
+(tracers inside ``jit``/``grad`` included): the namespace of the computation comes from
+:func:`mcem._jax.namespace`, and the helpers below never write into an array that may be JAX.
+Membership, defaults and edges are numpy only.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from .. import _jax
 from . import boundary as B
 
 __all__ = ["Constraint", "as_shape"]
@@ -33,6 +39,38 @@ def as_shape(shape, name="shape"):
     if any(s < 0 for s in out):
         raise ValueError(f"{name} must contain non-negative ints, got {shape!r}")
     return out
+
+
+def as_float(ns, x):
+    """``x`` as a float array of the namespace ``ns`` (numpy: ``np.asarray(x, dtype=float)``;
+    JAX: floating arrays unchanged, others cast to the default float type)."""
+    if not ns.is_jax:
+        return np.asarray(x, dtype=float)
+    x = ns.np.asarray(x)
+    return x if ns.np.issubdtype(x.dtype, ns.np.floating) else x.astype(ns.np.result_type(float))
+
+
+def tril_fill(ns, vals, rows, cols, d):
+    """A ``(..., d, d)`` matrix of zeros with ``vals[..., k]`` at ``(rows[k], cols[k])``.
+
+    numpy fills a new array in place; JAX scatters with ``.at[].set()`` (traceable)."""
+    shape = vals.shape[:-1] + (d, d)
+    if ns.is_jax:
+        return ns.np.zeros(shape, dtype=vals.dtype).at[..., rows, cols].set(vals)
+    out = np.zeros(shape)
+    out[..., rows, cols] = vals
+    return out
+
+
+def log_expit(ns, u):
+    """``log(1 / (1 + exp(-u)))``, accurate in both tails (scipy's ``log_expit``; JAX's
+    ``jax.nn.log_sigmoid``)."""
+    return ns.jax.nn.log_sigmoid(u) if ns.is_jax else ns.special.log_expit(u)
+
+
+def sum_last(x, n):
+    """``x`` summed over its last ``n`` axes (``x`` itself when ``n == 0``)."""
+    return x.sum(axis=tuple(range(x.ndim - n, x.ndim))) if n else x
 
 
 class Constraint:
@@ -126,10 +164,8 @@ class _Elementwise(Constraint):
         self.shape = as_shape(shape)
 
     def log_abs_det_jacobian(self, u):
-        u = np.asarray(u, dtype=float)
-        nd = len(self.shape)
-        ladj = self.elementwise_log_abs_det_jacobian(u)
-        return ladj.sum(axis=tuple(range(ladj.ndim - nd, ladj.ndim))) if nd else ladj
+        u = as_float(_jax.namespace(u), u)
+        return sum_last(self.elementwise_log_abs_det_jacobian(u), len(self.shape))
 
     def elementwise_log_abs_det_jacobian(self, u):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -15,6 +15,10 @@ ordinary fits are never flagged:
   ``1e-12`` times the largest: comparisons across directions may mix units, hence the wide
   margin), or a smallest eigenvalue at most ``1e-8`` times the variance of the other matrices
   of the batch along the same direction (same units), or at most ``1e-12``.
+* ``lower_cholesky``: the criteria of ``positive_definite`` applied to the covariance ``L L^T``.
+* ``corr_cholesky``: a row whose diagonal entry is at most ``1e-6`` (the variable is a linear
+  combination of the earlier ones up to ``1e-12`` of its variance: a correlation of +-1); the
+  index is the batch index and the row.
 * ``simplex``: a weight at most ``1e-10``.
 * ``interval(a, b)``: a value within ``1e-10 (b - a)`` of an end.
 * ``real``: no edge. Non-finite values are reported by every constraint.
@@ -31,6 +35,8 @@ __all__ = [
     "interval_edge",
     "simplex_edge",
     "positive_definite_edge",
+    "lower_cholesky_edge",
+    "corr_cholesky_edge",
 ]
 
 
@@ -135,5 +141,36 @@ def positive_definite_edge(x, cond, rtol, atol) -> list:
             why = f"smallest eigenvalue {lmin[b]:.3g} (condition number {kappa[b]:.2g})"
         if bad_rel[b] and ref[b] > 0:
             why += f"; the batch has variance up to {ref[b]:.3g} along that direction"
+        out.append((i, why))
+    return out
+
+
+def lower_cholesky_edge(x, cond, rtol, atol) -> list:
+    """Cholesky factors (last two axes; index: batch index) whose covariance ``L L^T`` is at
+    the edge by the criteria of :func:`positive_definite_edge`."""
+    out = nonfinite(x, 2)
+    finite = np.all(np.isfinite(x), axis=(-1, -2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        cov = np.where(finite[..., None, None], x @ np.swapaxes(x, -1, -2), np.nan)
+    bad = {i for i, _ in out}
+    out += [(i, f"covariance L L^T: {why}") for i, why in positive_definite_edge(cov, cond, rtol, atol)
+            if i not in bad]
+    return out
+
+
+def corr_cholesky_edge(x, atol) -> list:
+    """Rows of correlation Cholesky factors (index: batch index and row) whose diagonal entry
+    is at most ``atol``; non-finite matrices are reported by their batch index."""
+    out = nonfinite(x, 2)
+    finite = np.all(np.isfinite(x), axis=(-1, -2))
+    diag = np.diagonal(x, axis1=-2, axis2=-1)
+    for idx in np.argwhere(finite[..., None] & (diag <= atol)):
+        i = tuple(int(k) for k in idx)
+        v = float(diag[i])
+        if v <= 0:
+            why = f"diagonal {v:.3g} (not positive)"
+        else:
+            why = (f"diagonal {v:.3g}: variable {i[-1]} is almost a linear combination of the "
+                   "variables before it (a correlation of +-1)")
         out.append((i, why))
     return out

@@ -1,6 +1,8 @@
 """The continuous constraints and their bijections: real, positive, interval, simplex, positive definite.
 
 See :mod:`mcem.constraints` for the overview and :mod:`mcem.constraints.boundary` for the edges.
+The bijections take numpy or JAX arrays (one implementation, the namespace from
+:func:`mcem._jax.namespace`); membership, defaults and edges are numpy only.
 """
 
 from __future__ import annotations
@@ -8,10 +10,10 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.special import expit, log_expit
 
+from .. import _jax
 from . import boundary as B
-from .base import Constraint, _Elementwise, as_shape
+from .base import Constraint, _Elementwise, as_float, as_shape, log_expit, sum_last, tril_fill
 
 __all__ = [
     "Real",
@@ -34,16 +36,17 @@ class Real(_Elementwise):
     is_identity = True
 
     def forward(self, u):
-        return np.asarray(u, dtype=float)
+        return as_float(_jax.namespace(u), u)
 
     def inverse(self, x):
-        return np.asarray(x, dtype=float)
+        return as_float(_jax.namespace(x), x)
 
     def elementwise_log_abs_det_jacobian(self, u):
-        return np.zeros_like(np.asarray(u, dtype=float))
+        ns = _jax.namespace(u)
+        return ns.np.zeros_like(as_float(ns, u))
 
     def log_density_grad(self, u, grad_x):
-        return np.asarray(grad_x, dtype=float)
+        return as_float(_jax.namespace(grad_x), grad_x)
 
     def contains(self, x):
         return np.isfinite(x)
@@ -59,18 +62,22 @@ class Positive(_Elementwise):
     """Positive reals, x = exp(u)."""
 
     def forward(self, u):
-        return np.exp(np.asarray(u, dtype=float))
+        ns = _jax.namespace(u)
+        return ns.np.exp(as_float(ns, u))
 
     def inverse(self, x):
+        ns = _jax.namespace(x)
         with np.errstate(divide="ignore"):
-            return np.log(np.asarray(x, dtype=float))
+            return ns.np.log(as_float(ns, x))
 
     def elementwise_log_abs_det_jacobian(self, u):
-        return np.array(u, dtype=float)
+        ns = _jax.namespace(u)
+        return as_float(ns, u) if ns.is_jax else np.array(u, dtype=float)  # numpy: a copy
 
     def log_density_grad(self, u, grad_x):
         # d/du [log p(exp u) + u] = grad_x * exp(u) + 1
-        return grad_x * np.exp(np.asarray(u, dtype=float)) + 1.0
+        ns = _jax.namespace(u, grad_x)
+        return grad_x * ns.np.exp(as_float(ns, u)) + 1.0
 
     def contains(self, x):
         return np.isfinite(x) & (x > 0)
@@ -104,19 +111,23 @@ class Interval(_Elementwise):
         super().__init__(shape)
 
     def forward(self, u):
-        return self.low + (self.high - self.low) * expit(np.asarray(u, dtype=float))
+        ns = _jax.namespace(u)
+        return self.low + (self.high - self.low) * ns.special.expit(as_float(ns, u))
 
     def inverse(self, x):
-        p = (np.asarray(x, dtype=float) - self.low) / (self.high - self.low)
+        ns = _jax.namespace(x)
+        p = (as_float(ns, x) - self.low) / (self.high - self.low)
         with np.errstate(divide="ignore"):
-            return np.log(p) - np.log1p(-p)
+            return ns.np.log(p) - ns.np.log1p(-p)
 
     def elementwise_log_abs_det_jacobian(self, u):
-        u = np.asarray(u, dtype=float)
-        return np.log(self.high - self.low) + log_expit(u) + log_expit(-u)
+        ns = _jax.namespace(u)
+        u = as_float(ns, u)
+        return np.log(self.high - self.low) + log_expit(ns, u) + log_expit(ns, -u)
 
     def log_density_grad(self, u, grad_x):
-        s = expit(np.asarray(u, dtype=float))
+        ns = _jax.namespace(u, grad_x)
+        s = ns.special.expit(as_float(ns, u))
         return grad_x * (self.high - self.low) * s * (1.0 - s) + (1.0 - 2.0 * s)
 
     def contains(self, x):
@@ -157,26 +168,29 @@ class Simplex(Constraint):
     def unconstrained_shape(self):
         return self.batch + (self.K - 1,)
 
+    @staticmethod
+    def _log_ratios(ns, u):
+        """``[u, 0]`` along the last axis and its running maximum (for a stable softmax)."""
+        z = ns.np.concatenate([u, ns.np.zeros(u.shape[:-1] + (1,), dtype=u.dtype)], axis=-1)
+        return z, z.max(axis=-1, keepdims=True)
+
     def forward(self, u):
-        u = np.asarray(u, dtype=float)
-        z = np.concatenate([u, np.zeros(u.shape[:-1] + (1,))], axis=-1)
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
+        ns = _jax.namespace(u)
+        z, m = self._log_ratios(ns, as_float(ns, u))
+        e = ns.np.exp(z - m)
         return e / e.sum(axis=-1, keepdims=True)
 
     def inverse(self, x):
-        x = np.asarray(x, dtype=float)
+        ns = _jax.namespace(x)
         with np.errstate(divide="ignore"):
-            lx = np.log(x)
+            lx = ns.np.log(as_float(ns, x))
         return lx[..., :-1] - lx[..., -1:]
 
     def log_abs_det_jacobian(self, u):
-        u = np.asarray(u, dtype=float)
-        z = np.concatenate([u, np.zeros(u.shape[:-1] + (1,))], axis=-1)
-        m = z.max(axis=-1, keepdims=True)
-        lse = m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
-        logx = z - lse
-        return logx.sum(axis=tuple(range(u.ndim - len(self.shape), u.ndim)))
+        ns = _jax.namespace(u)
+        z, m = self._log_ratios(ns, as_float(ns, u))
+        lse = m + ns.np.log(ns.np.exp(z - m).sum(axis=-1, keepdims=True))
+        return sum_last(z - lse, len(self.shape))
 
     def contains(self, x):
         ok = np.all(np.isfinite(x) & (x >= 0), axis=-1) & (
@@ -217,37 +231,37 @@ class PositiveDefinite(Constraint):
         self.shape = self.batch + (self.d, self.d)
         self._rows, self._cols = np.tril_indices(self.d)
         self._diag = self._rows == self._cols
+        self._diag_at = np.flatnonzero(self._diag)  # positions of the diagonal in u
 
     @property
     def unconstrained_shape(self):
         return self.batch + (self.d * (self.d + 1) // 2,)
 
     def _cholesky_from(self, u):
-        u = np.asarray(u, dtype=float)
-        vals = np.where(self._diag, np.exp(u), u)
-        L = np.zeros(u.shape[:-1] + (self.d, self.d))
-        L[..., self._rows, self._cols] = vals
-        return L
+        ns = _jax.namespace(u)
+        u = as_float(ns, u)
+        vals = ns.np.where(self._diag, ns.np.exp(u), u)
+        return tril_fill(ns, vals, self._rows, self._cols, self.d)
 
     def forward(self, u):
+        ns = _jax.namespace(u)
         L = self._cholesky_from(u)
-        return L @ np.swapaxes(L, -1, -2)
+        return L @ ns.np.swapaxes(L, -1, -2)
 
     def inverse(self, x):
-        x = np.asarray(x, dtype=float)
-        L = np.linalg.cholesky(x)
+        ns = _jax.namespace(x)
+        L = ns.np.linalg.cholesky(as_float(ns, x))
         vals = L[..., self._rows, self._cols]
-        return np.where(self._diag, np.log(np.where(self._diag, vals, 1.0)), vals)
+        return ns.np.where(self._diag, ns.np.log(ns.np.where(self._diag, vals, 1.0)), vals)
 
     def log_abs_det_jacobian(self, u):
-        u = np.asarray(u, dtype=float)
+        u = as_float(_jax.namespace(u), u)
         # Sigma = L L^T has Jacobian 2^d prod_i L_ii^(d - i) (i = 0..d-1) over the lower
         # triangle of L; L_ii = exp(u_ii) adds one more log L_ii = u_ii.
         i = self._rows[self._diag]  # 0-based row index of each diagonal entry
-        logdiag = u[..., self._diag]
+        logdiag = u[..., self._diag_at]
         per = self.d * np.log(2.0) + (logdiag * (self.d - i + 1)).sum(axis=-1)
-        nb = len(self.batch)
-        return per.sum(axis=tuple(range(per.ndim - nb, per.ndim))) if nb else per
+        return sum_last(per, len(self.batch))
 
     def contains(self, x):
         x = np.asarray(x, dtype=float)
