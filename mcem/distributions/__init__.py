@@ -1,4 +1,4 @@
-"""Vectorised probability distributions (numpy / scipy.special only).
+"""Vectorised probability distributions, on numpy or traced by JAX.
 
 Every distribution has ``log_prob(value)``, ``sample(rng, sample_shape=())``, ``batch_shape``,
 ``event_shape``, ``mean``, ``variance``, ``support`` (a constraint from :mod:`mcem.constraints`),
@@ -9,6 +9,12 @@ Conventions
 -----------
 * Parameters are converted with ``np.asarray(..., dtype=float)``; they are never written into.
   Their shapes must broadcast together; the broadcast shape (less event axes) is ``batch_shape``.
+* Parameters and values may be JAX arrays, tracers inside ``jax.jit`` / ``jax.grad`` included
+  (run JAX inside :func:`mcem._jax.x64` for float64). A JAX parameter stays a JAX float array
+  and its values are not checked (shapes are); ``log_prob`` then computes with jax.numpy and
+  jax.scipy.special -- the same formulas as on numpy -- and returns a JAX array, with finite
+  derivatives inside the support. ``sample``, ``mean``, ``variance``, ``support_mask`` and
+  ``check_value`` work on numpy values only.
 * ``log_prob(value)`` broadcasts ``value`` (shape ``sample_shape + batch_shape + event_shape``, or
   anything broadcastable to it) against the parameters and returns one log density per batch
   element, event axes summed out. Outside the support it returns ``-inf``, never NaN or an error.
@@ -26,9 +32,19 @@ Conventions
   errors (non-broadcastable shapes, both/neither of probs and logits, wrong event sizes) are
   always raised.
 
-The classes live in :mod:`mcem.distributions.continuous`, :mod:`~mcem.distributions.discrete` and
-:mod:`~mcem.distributions.multivariate`; the base class, with the declared-parameter machinery
-that converts, checks and broadcasts parameters, in :mod:`mcem.distributions.base`.
+Distributions
+-------------
+Continuous: Normal, HalfNormal, LogNormal, StudentT, Uniform, TruncatedNormal, Gamma,
+Exponential, InverseGamma, Beta. Discrete: Bernoulli (probs or logits), Binomial (probs or
+logits), Poisson (rate or log_rate), NegativeBinomial (concentration with mean or log_mean),
+Categorical. With an event axis: Multinomial, Dirichlet, MultivariateNormal (covariance_matrix,
+scale_tril or precision_matrix).
+
+The classes live in :mod:`mcem.distributions.continuous`, :mod:`~mcem.distributions.truncated`,
+:mod:`~mcem.distributions.discrete` and :mod:`~mcem.distributions.multivariate`; the base class,
+with the declared-parameter machinery that converts, checks and broadcasts parameters, in
+:mod:`mcem.distributions.base`, and the few operations that differ between numpy and JAX in
+:mod:`mcem.distributions._ops`.
 """
 
 from __future__ import annotations
@@ -45,8 +61,9 @@ from .continuous import (
     StudentT,
     Uniform,
 )
-from .discrete import Bernoulli, Binomial, Categorical, Poisson
+from .discrete import Bernoulli, Binomial, Categorical, NegativeBinomial, Poisson
 from .multivariate import Dirichlet, Multinomial, MultivariateNormal
+from .truncated import TruncatedNormal
 
 __all__ = [
     "validate_args",
@@ -56,6 +73,7 @@ __all__ = [
     "Bernoulli",
     "Binomial",
     "Poisson",
+    "NegativeBinomial",
     "Categorical",
     "Multinomial",
     "Gamma",
@@ -64,6 +82,7 @@ __all__ = [
     "LogNormal",
     "StudentT",
     "Uniform",
+    "TruncatedNormal",
     "HalfNormal",
     "InverseGamma",
     "Dirichlet",

@@ -14,6 +14,12 @@ attribute of the same name), checks it with its :class:`ParamCheck` (errors name
 and the parameter), and sets ``batch_shape`` to the broadcast of the parameters' shapes (less
 their event axes, declared in ``param_event_dims``). Parameters named in ``one_of`` are
 alternatives (``probs`` or ``logits``): exactly one must be given, the others are ``None``.
+
+Parameters may be JAX arrays (tracers inside ``jax.jit`` / ``jax.grad`` included): they are
+then kept as JAX float arrays, their values are not checked (they are unknown while tracing;
+structural checks of shapes still run), and derived quantities and ``log_prob`` are computed
+with jax.numpy / jax.scipy.special (:meth:`Distribution._ns`). ``log_prob`` of a JAX value
+is a JAX array too. ``sample``, ``mean``, ``variance`` and the support checks stay numpy-only.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import numpy as np
 
 from .. import constraints
+from .._jax import is_jax, jax_namespace, namespace, numpy_namespace
 from ..constraints import as_shape
 
 __all__ = [
@@ -39,6 +46,11 @@ __all__ = [
 
 _NEG_INF = -np.inf
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+#: The numpy namespace, and the types that are never JAX arrays (checked first: fast numpy path)
+_NUMPY_NS = numpy_namespace()
+_PLAIN = frozenset(
+    {np.ndarray, float, int, bool, np.float64, np.int64, np.bool_, list, tuple, type(None)}
+)
 #: The package whose ``validate_args`` is the default (read at construction time, so that
 #: ``mcem.distributions.validate_args = False`` takes effect).
 _PACKAGE = __name__.rpartition(".")[0]
@@ -60,15 +72,31 @@ def _describe_bad(x, bad) -> str:
 
 
 def _mask_out(out, ok):
-    """Set ``out`` to -inf where ``ok`` is False (in place when possible); returns the result."""
+    """Set ``out`` to -inf where ``ok`` is False (in place when possible); returns the result.
+
+    JAX arrays are never written into: ``jax.numpy.where`` gives a new array."""
     if isinstance(out, np.ndarray) and out.ndim and out.flags.writeable:
         np.copyto(out, _NEG_INF, where=~ok)
         return out
+    if _is_jax(out) or _is_jax(ok):
+        return jax_namespace().np.where(ok, out, _NEG_INF)
     return np.where(ok, out, _NEG_INF)
 
 
-def _is_integer(x):
-    return x == np.floor(x)
+def _is_jax(x) -> bool:
+    """:func:`mcem._jax.is_jax`, answered at once for numpy arrays and Python numbers."""
+    return type(x) not in _PLAIN and is_jax(x)
+
+
+def _is_integer(x, ns=None):
+    return x == (np if ns is None else ns.np).floor(x)
+
+
+def _contains_jax(x) -> bool:
+    """Whether a (nested) list or tuple holds a JAX array."""
+    if isinstance(x, (list, tuple)):
+        return any(_contains_jax(v) for v in x)
+    return is_jax(x)
 
 
 def _support_words(support) -> str:
@@ -102,6 +130,11 @@ def _fmt_value(v):
 
 
 def _fmt_param(x) -> str:
+    if is_jax(x):
+        try:
+            x = np.asarray(x)
+        except Exception:  # a tracer: its value is unknown
+            return f"<traced {tuple(x.shape)}>"
     x = np.asarray(x)
     if x.ndim == 0:
         return repr(x.item())
@@ -186,6 +219,8 @@ class Distribution:
         self.event_shape = ()
         #: the alternative of ``one_of`` that was given (None without alternatives)
         self._alternative = None
+        #: whether a parameter is a JAX array (then ``log_prob`` computes with JAX)
+        self._traced = False
         if params or self.param_checks:
             self._set_params(params)
 
@@ -206,12 +241,13 @@ class Distribution:
         for name in self.param_checks:
             x = params[name]
             values[name] = None if name in self.one_of and x is None else self._float(name, x)
+            self._traced = self._traced or _is_jax(values[name])
             self._store_param(name, values[name])
         self._check_shapes()
         if self.validate_args:
             for name, checks in self.param_checks.items():
                 x = values[name]
-                if x is None or checks is None:
+                if x is None or checks is None or _is_jax(x):  # JAX values are not known
                     continue
                 for check in checks if isinstance(checks, tuple) else (checks,):
                     shown = x if check.shown is None else check.shown(x)
@@ -247,10 +283,16 @@ class Distribution:
         """Structural checks of the converted parameters' shapes (before their values)."""
 
     def _float(self, name, x):
-        """Convert a parameter to a float array, with an error naming it."""
+        """Convert a parameter to a float array, with an error naming it.
+
+        A JAX array stays one (a JAX float array: float64 inside :func:`mcem._jax.x64`)."""
+        if _is_jax(x):
+            return jax_namespace().np.asarray(x, dtype=float)
         try:
             return np.asarray(x, dtype=float)
         except (TypeError, ValueError) as e:
+            if _contains_jax(x):  # a list of tracers
+                return jax_namespace().np.asarray(x, dtype=float)
             raise ValueError(
                 f"{self._name()}: {name} must be convertible to a float array, "
                 f"got {type(x).__name__} {x!r} ({e})"
@@ -276,6 +318,21 @@ class Distribution:
 
     # -- generic helpers -----------------------------------------------------------------------
 
+    def _ns(self, value=None):
+        """The namespace of a computation on ``value`` and the parameters (JAX's when any is a
+        JAX array; see :func:`mcem._jax.namespace`)."""
+        if self._traced:
+            return jax_namespace()
+        return _NUMPY_NS if type(value) in _PLAIN else namespace(value)
+
+    def _params_ns(self):
+        """The namespace of the parameters (for derived quantities in constructors)."""
+        return jax_namespace() if self._traced else _NUMPY_NS
+
+    def _any_jax(self, *names):
+        """Whether any of the named parameters is a JAX array (its values cannot be checked)."""
+        return self._traced and any(_is_jax(getattr(self, n)) for n in names)
+
     def _full(self, x):
         """A fresh array of ``x`` broadcast to ``batch_shape + event_shape``."""
         return np.array(np.broadcast_to(x, self.batch_shape + self.event_shape), dtype=float)
@@ -284,12 +341,15 @@ class Distribution:
         return as_shape(sample_shape, "sample_shape") + self.batch_shape
 
     @staticmethod
-    def _value(value):
+    def _value(value, ns=None):
+        """``value`` as a float array of the namespace ``ns`` (numpy by default)."""
+        if ns is not None and ns.is_jax:
+            return ns.np.asarray(value, dtype=float)
         return np.asarray(value, dtype=float)
 
-    def _event_value(self, value, size, noun="entries"):
+    def _event_value(self, value, size, noun="entries", ns=None):
         """``value`` as floats with ``size`` ``noun`` on its last (event) axis, or a ValueError."""
-        x = self._value(value)
+        x = self._value(value, ns)
         if x.ndim < 1 or x.shape[-1] != size:
             raise ValueError(f"{type(self).__name__}.log_prob: value must have {size} {noun} on the last "
                              f"axis, got shape {x.shape}")
@@ -396,13 +456,14 @@ class Distribution:
             f"{name}: {self._name()} needs {text}; got {_fmt_value(shown)}{where}{note(idx)}"
         )
 
+    def _repr_value(self, name):
+        """The value of parameter ``name`` shown by ``repr`` (None: not shown)."""
+        return getattr(self, name, None)
+
     def __repr__(self):
         names = tuple(self.param_checks) if self._repr_params is None else self._repr_params
-        parts = [
-            f"{k}={_fmt_param(getattr(self, k))}"
-            for k in names
-            if getattr(self, k, None) is not None
-        ]
+        shown = {k: self._repr_value(k) for k in names}
+        parts = [f"{k}={_fmt_param(v)}" for k, v in shown.items() if v is not None]
         if self.batch_shape:
             parts.append(f"batch_shape={self.batch_shape}")
         if self.event_shape:

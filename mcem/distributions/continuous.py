@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import betaln, gammaln, xlog1py, xlogy
 
 from .. import constraints
+from ._ops import safe
 from .base import _HALF_LOG_2PI, _NEG_INF, FINITE, POSITIVE, Distribution, _mask_out
 
 __all__ = [
@@ -42,7 +42,7 @@ class _LocScale(Distribution):
     def __init__(self, loc=0.0, scale=1.0, *, validate_args=None):
         super().__init__(validate_args, loc=loc, scale=scale)
         self._inv_scale = 1.0 / self.scale
-        self._log_norm = -np.log(self.scale) - _HALF_LOG_2PI
+        self._log_norm = -self._params_ns().np.log(self.scale) - _HALF_LOG_2PI
 
 
 class Normal(_LocScale):
@@ -51,7 +51,7 @@ class Normal(_LocScale):
     support = constraints.real
 
     def log_prob(self, value):
-        z = (self._value(value) - self.loc) * self._inv_scale
+        z = (self._value(value, self._ns(value)) - self.loc) * self._inv_scale
         out = z * z
         out *= -0.5
         return out + self._log_norm
@@ -77,10 +77,10 @@ class HalfNormal(_NonnegativeSupport, Distribution):
     def __init__(self, scale=1.0, *, validate_args=None):
         super().__init__(validate_args, scale=scale)
         self._inv_scale = 1.0 / self.scale
-        self._log_norm = 0.5 * math.log(2.0 / math.pi) - np.log(self.scale)
+        self._log_norm = 0.5 * math.log(2.0 / math.pi) - self._params_ns().np.log(self.scale)
 
     def log_prob(self, value):
-        x = self._value(value)
+        x = self._value(value, self._ns(value))
         z = x * self._inv_scale
         out = z * z
         out *= -0.5
@@ -105,10 +105,11 @@ class LogNormal(_LocScale):
     support = constraints.positive
 
     def log_prob(self, value):
-        x = self._value(value)
+        ns = self._ns(value)
+        x = self._value(value, ns)
         ok = x > 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            logx = np.log(x)
+            logx = ns.np.log(safe(ns, ok, x, 1.0))
             z = (logx - self.loc) * self._inv_scale
             out = z * z
             out *= -0.5
@@ -137,20 +138,22 @@ class StudentT(Distribution):
 
     def __init__(self, df, loc=0.0, scale=1.0, *, validate_args=None):
         super().__init__(validate_args, df=df, loc=loc, scale=scale)
+        ns = self._params_ns()
         self._inv_scale = 1.0 / self.scale
         self._inv_df = 1.0 / self.df
         self._half_dfp1 = 0.5 * (self.df + 1.0)
         self._log_norm = (
-            gammaln(self._half_dfp1)
-            - gammaln(0.5 * self.df)
-            - 0.5 * np.log(np.pi * self.df)
-            - np.log(self.scale)
+            ns.special.gammaln(self._half_dfp1)
+            - ns.special.gammaln(0.5 * self.df)
+            - 0.5 * ns.np.log(np.pi * self.df)
+            - ns.np.log(self.scale)
         )
 
     def log_prob(self, value):
-        z = (self._value(value) - self.loc) * self._inv_scale
+        ns = self._ns(value)
+        z = (self._value(value, ns) - self.loc) * self._inv_scale
         z *= z
-        out = np.log1p(z * self._inv_df)
+        out = ns.np.log1p(z * self._inv_df)
         out *= -self._half_dfp1
         return out + self._log_norm
 
@@ -183,17 +186,19 @@ class Uniform(Distribution):
 
     def __init__(self, low=0.0, high=1.0, *, validate_args=None):
         super().__init__(validate_args, low=low, high=high)
-        if self.validate_args:
+        known = not self._any_jax("low", "high")
+        if self.validate_args and known:
             high = np.broadcast_to(self.high, self.batch_shape)
             self._require("high", high, high > self.low, "greater than low")
-        if self.low.ndim == 0 and self.high.ndim == 0 and self.low < self.high:
+        if known and self.low.ndim == 0 and self.high.ndim == 0 and self.low < self.high:
             self.support = constraints.interval(float(self.low), float(self.high))
-        self._log_norm = -np.log(self.high - self.low)
+        self._log_norm = -self._params_ns().np.log(self.high - self.low)
 
     def log_prob(self, value):
-        x = self._value(value)
-        out = np.broadcast_to(self._log_norm, np.broadcast_shapes(x.shape, self.batch_shape))
-        return np.where((x >= self.low) & (x <= self.high), out, _NEG_INF)
+        ns = self._ns(value)
+        xp, x = ns.np, self._value(value, ns)
+        out = xp.broadcast_to(self._log_norm, np.broadcast_shapes(x.shape, self.batch_shape))
+        return xp.where((x >= self.low) & (x <= self.high), out, _NEG_INF)
 
     def sample(self, rng, sample_shape=()):
         return self.low + (self.high - self.low) * rng.random(self._shape(sample_shape))
@@ -235,19 +240,25 @@ class _ConcentrationRate(Distribution):
 
     def __init__(self, concentration, rate=1.0, *, validate_args=None):
         super().__init__(validate_args, concentration=concentration, rate=rate)
+        ns = self._params_ns()
         # log(b^a / Gamma(a)), the normalising constant of both densities
-        self._log_norm = self.concentration * np.log(self.rate) - gammaln(self.concentration)
+        self._log_norm = (
+            self.concentration * ns.np.log(self.rate) - ns.special.gammaln(self.concentration)
+        )
 
 
 class Gamma(_ConcentrationRate):
     """Gamma(concentration a, rate b): density b^a x^(a-1) exp(-b x) / Gamma(a), x > 0."""
 
     def log_prob(self, value):
-        x = self._value(value)
+        ns = self._ns(value)
+        x = self._value(value, ns)
+        ok = x > 0
+        xs = safe(ns, ok, x, 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = xlogy(self.concentration - 1.0, x) - self.rate * x
+            out = ns.special.xlogy(self.concentration - 1.0, xs) - self.rate * xs
         out += self._log_norm
-        return _mask_out(out, x > 0)
+        return _mask_out(out, ok)
 
     def sample(self, rng, sample_shape=()):
         shape = self._shape(sample_shape)
@@ -270,10 +281,10 @@ class Exponential(_NonnegativeSupport, Distribution):
 
     def __init__(self, rate=1.0, *, validate_args=None):
         super().__init__(validate_args, rate=rate)
-        self._log_rate = np.log(self.rate)
+        self._log_rate = self._params_ns().np.log(self.rate)
 
     def log_prob(self, value):
-        x = self._value(value)
+        x = self._value(value, self._ns(value))
         out = self.rate * x
         out = self._log_rate - out
         return _mask_out(out, x >= 0)
@@ -294,10 +305,12 @@ class InverseGamma(_ConcentrationRate):
     """1/X for X ~ Gamma(concentration, rate): density b^a x^(-a-1) exp(-b/x) / Gamma(a)."""
 
     def log_prob(self, value):
-        x = self._value(value)
+        ns = self._ns(value)
+        x = self._value(value, ns)
         ok = x > 0
+        x = safe(ns, ok, x, 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = -(self.concentration + 1.0) * np.log(x) - self.rate / x
+            out = -(self.concentration + 1.0) * ns.np.log(x) - self.rate / x
         out += self._log_norm
         return _mask_out(out, ok)
 
@@ -333,14 +346,19 @@ class Beta(Distribution):
         )
         self._am1 = self.concentration1 - 1.0
         self._bm1 = self.concentration0 - 1.0
-        self._log_norm = -betaln(self.concentration1, self.concentration0)
+        self._log_norm = -self._params_ns().special.betaln(
+            self.concentration1, self.concentration0
+        )
 
     def log_prob(self, value):
-        x = self._value(value)
+        ns = self._ns(value)
+        x = self._value(value, ns)
+        ok = (x > 0) & (x < 1)
+        xs = safe(ns, ok, x, 0.5)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = xlogy(self._am1, x) + xlog1py(self._bm1, -x)
+            out = ns.special.xlogy(self._am1, xs) + ns.special.xlog1py(self._bm1, -xs)
         out += self._log_norm
-        return _mask_out(out, (x > 0) & (x < 1))
+        return _mask_out(out, ok)
 
     def sample(self, rng, sample_shape=()):
         shape = self._shape(sample_shape)

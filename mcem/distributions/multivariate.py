@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.special import gammaln, xlogy
 
 from .. import constraints
+from .._jax import is_jax, namespace
+from ._ops import safe, solve_triangular
 from .base import _HALF_LOG_2PI, COUNT, FINITE, POSITIVE, Distribution, _mask_out
 from .discrete import (
     LAST_AXIS_LOGITS,
@@ -29,22 +29,29 @@ class Multinomial(_LastAxisProbs, _DiscreteMixin, Distribution):
         super().__init__(validate_args, total_count=total_count, probs=probs, logits=logits)
         self._normalise()
         self.event_shape = (self.K,)
-        self._log_norm = gammaln(self.total_count + 1.0)
+        self._log_norm = self._params_ns().special.gammaln(self.total_count + 1.0)
 
-    def _in_support(self, x):
+    def _in_support(self, x, ns=None):
         """Events of non-negative integer counts summing to total_count (one bool per event)."""
-        return np.all(self._integral(x) & (x >= 0), axis=-1) & (x.sum(axis=-1) == self.total_count)
+        xp = np if ns is None else ns.np
+        return xp.all(self._integral(x, ns) & (x >= 0), axis=-1) & (
+            x.sum(axis=-1) == self.total_count
+        )
 
     def log_prob(self, value):
-        x = self._event_value(value, self.K, "counts")
+        ns = self._ns(value)
+        sp = ns.special
+        x = self._event_value(value, self.K, "counts", ns)
+        ok = self._in_support(x, ns)
+        x = safe(ns, ok[..., None], x, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.probs is not None:
-                terms = xlogy(x, self._probs_n)
+                terms = sp.xlogy(x, self._probs_n)
             else:
                 terms = x * self._log_p
-            terms = terms - gammaln(x + 1.0)
+            terms = terms - sp.gammaln(x + 1.0)
             out = terms.sum(axis=-1) + self._log_norm
-        return _mask_out(np.asarray(out, dtype=float), self._in_support(x))
+        return _mask_out(out if ns.is_jax else np.asarray(out, dtype=float), ok)
 
     def support_mask(self, value):
         x = self._value(value)
@@ -89,6 +96,7 @@ class Dirichlet(Distribution):
         self.support = constraints.simplex(self.K)
         self._am1 = a - 1.0
         self._a0 = a.sum(axis=-1)
+        gammaln = self._params_ns().special.gammaln
         self._log_norm = gammaln(self._a0) - gammaln(a).sum(axis=-1)
 
     def _check_shapes(self):
@@ -101,11 +109,14 @@ class Dirichlet(Distribution):
         self.K = a.shape[-1]
 
     def log_prob(self, value):
-        x = self._event_value(value, self.K)
+        ns = self._ns(value)
+        xp = ns.np
+        x = self._event_value(value, self.K, ns=ns)
+        ok = xp.all(x >= 0, axis=-1) & (xp.abs(x.sum(axis=-1) - 1.0) <= 1e-8 * self.K)
+        x = safe(ns, ok[..., None], x, 1.0 / self.K)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = xlogy(self._am1, x).sum(axis=-1) + self._log_norm
-        ok = np.all(x >= 0, axis=-1) & (np.abs(x.sum(axis=-1) - 1.0) <= 1e-8 * self.K)
-        return _mask_out(np.asarray(out, dtype=float), ok)
+            out = ns.special.xlogy(self._am1, x).sum(axis=-1) + self._log_norm
+        return _mask_out(out if ns.is_jax else np.asarray(out, dtype=float), ok)
 
     def sample(self, rng, sample_shape=()):
         shape = self._shape(sample_shape) + (self.K,)
@@ -152,15 +163,18 @@ class MultivariateNormal(Distribution):
         d = self.d
         self.event_shape = (d,)
         self._mat_batch = M.shape[:-2]
+        known = not is_jax(M)  # the values of a JAX matrix are not checked
 
         if name == "scale_tril":
-            if self.validate_args:
+            if self.validate_args and known:
                 self._require(
                     name, M, np.triu(M, 1) == 0, "lower triangular (zeros above the diagonal)"
                 )
                 diag = np.diagonal(M, axis1=-2, axis2=-1)
                 self._require(name, diag, diag > 0, "with a positive diagonal")
             self._L = M
+        elif not known:  # no factorisation error while tracing: NaN when not positive definite
+            self._L = namespace(M).np.linalg.cholesky(M)
         else:
             if self.validate_args:
                 self._require(
@@ -181,8 +195,9 @@ class MultivariateNormal(Distribution):
                     f"its Cholesky factor has non-finite entries (shape {M.shape})"
                 )
             self._L = L
-        diag = np.diagonal(self._L, axis1=-2, axis2=-1)
-        half_logdet = np.log(diag).sum(axis=-1)  # of the given matrix's Cholesky factor
+        xp = namespace(M).np
+        diag = xp.diagonal(self._L, axis1=-2, axis2=-1)
+        half_logdet = xp.log(diag).sum(axis=-1)  # of the given matrix's Cholesky factor
         if name == "precision_matrix":
             half_logdet = -half_logdet
         self._log_norm = -half_logdet - d * _HALF_LOG_2PI
@@ -236,35 +251,36 @@ class MultivariateNormal(Distribution):
 
     # -- density -------------------------------------------------------------------------------
 
-    def _mahalanobis(self, diff):
+    def _mahalanobis(self, diff, ns):
         """Squared Mahalanobis norm of ``diff`` (shape full + (d,)), shape ``full``."""
-        d = self.d
+        d, xp = self.d, ns.np
         if self._mode == "precision_matrix":
             if self._mat_batch:
                 z = (diff[..., None, :] @ self._L)[..., 0, :]
             else:
                 z = diff @ self._L  # one stacked BLAS matmul
-            return np.einsum("...i,...i->...", z, z)
+            return xp.einsum("...i,...i->...", z, z)
         full = diff.shape[:-1]
         if not self._mat_batch:
-            z = solve_triangular(self._L, diff.reshape(-1, d).T, lower=True, check_finite=False)
-            return np.einsum("ij,ij->j", z, z).reshape(full)
+            z = solve_triangular(ns, self._L, diff.reshape(-1, d).T)
+            return xp.einsum("ij,ij->j", z, z).reshape(full)
         # batched factor: one triangular system per batch element, samples as right-hand sides
         B = self.batch_shape
         nb = len(B)
         lead = full[: len(full) - nb]
         n = int(np.prod(lead, dtype=np.int64))
-        rhs = np.moveaxis(diff.reshape((n,) + B + (d,)), 0, -1)  # B + (d, n)
-        L = np.broadcast_to(self._L, B + (d, d))
-        z = np.linalg.solve(L, rhs)
-        m = np.einsum("...in,...in->...n", z, z)  # B + (n,)
-        return np.moveaxis(m, -1, 0).reshape(full)
+        rhs = xp.moveaxis(diff.reshape((n,) + B + (d,)), 0, -1)  # B + (d, n)
+        L = xp.broadcast_to(self._L, B + (d, d))
+        z = solve_triangular(ns, L, rhs) if ns.is_jax else np.linalg.solve(L, rhs)
+        m = xp.einsum("...in,...in->...n", z, z)  # B + (n,)
+        return xp.moveaxis(m, -1, 0).reshape(full)
 
     def log_prob(self, value):
-        x = self._event_value(value, self.d)
+        ns = self._ns(value)
+        x = self._event_value(value, self.d, ns=ns)
         full = np.broadcast_shapes(x.shape[:-1], self.batch_shape)
-        diff = np.broadcast_to(x - self.loc, full + (self.d,))
-        return -0.5 * self._mahalanobis(diff) + self._log_norm
+        diff = ns.np.broadcast_to(x - self.loc, full + (self.d,))
+        return -0.5 * self._mahalanobis(diff, ns) + self._log_norm
 
     def sample(self, rng, sample_shape=()):
         z = rng.standard_normal(self._shape(sample_shape) + (self.d,))
