@@ -115,6 +115,8 @@ def per_draw_scores(model, theta, draws, h=1e-5):
     Jacobian is taken once by differences of the transforms alone); otherwise central finite
     differences, each evaluating all draws in one vectorised call.
     """
+    if model.scores_fn is not None:  # exact, in u
+        return np.asarray(model.scores_fn(theta, draws, model.data), dtype=float)
     u = model.to_unconstrained(theta)
     if model.grad_params_fn is not None:
         g = model.grad_params_fn(theta, draws, model.data)
@@ -131,7 +133,10 @@ def per_draw_scores(model, theta, draws, h=1e-5):
 
 
 def mean_score_hessian(model, theta, draws, h=1e-4):
-    """The Hessian of Q_hat in ``u``: central differences of the mean per-draw score, symmetrised."""
+    """The Hessian of Q_hat in ``u``: exact when the model has a ``hessian``, otherwise central
+    differences of the mean per-draw score, symmetrised."""
+    if model.hessian_fn is not None:
+        return np.asarray(model.hessian_fn(theta, draws, model.data), dtype=float)
     u = model.to_unconstrained(theta)
     H = central_difference(
         lambda v: per_draw_scores(model, model.from_unconstrained(v), draws).mean(axis=(0, 1)), u, h, axis=1
@@ -193,7 +198,10 @@ def _unit_cov(flat):
 
 
 def per_unit_scores(model, theta, draws, h=1e-5):
-    """Scores of each unit's log-joint terms in ``u``, per draw: ``(chain, draw, N, p)``."""
+    """Scores of each unit's log-joint terms in ``u``, per draw: ``(chain, draw, N, p)``
+    (exact when the model has ``unit_scores``)."""
+    if model.unit_scores_fn is not None:
+        return np.asarray(model.unit_scores_fn(theta, draws, model.data), dtype=float)
     u = model.to_unconstrained(theta)
     return central_difference(
         lambda v: np.asarray(model.log_joint(model.from_unconstrained(v), draws), dtype=float), u, h, axis=-1

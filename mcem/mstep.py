@@ -70,6 +70,11 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
     The gradient comes from the model's ``grad_params`` when it has one, from finite
     differences otherwise.
     """
+    cf = getattr(model, "partial_mstep", None)
+    fixed = {}
+    if cf is not None:  # parameters with a closed-form maximiser, set first (Q separates)
+        fixed = cf.update(cf.stats({k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}))
+        theta0 = {**theta0, **fixed}
     u0 = model.to_unconstrained(theta0)
 
     def f(u):
@@ -79,7 +84,16 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
 
     jac = None
     batch = next(iter(draws.values())).shape[:2]
-    if model.value_and_grad_fn is not None:  # both from one pass over the data
+    wvg = getattr(model, "weighted_value_and_grad_u", None)
+    if wvg is not None:  # exact, in u, one compiled pass over the draws
+
+        def f(u):  # noqa: F811
+            with np.errstate(all="ignore"):
+                v, g = wvg(u, draws, np.full(batch, 1.0 / max(int(np.prod(batch)), 1)))
+            return (-v, -g) if np.isfinite(v) else (np.inf, np.zeros_like(u))
+
+        jac = True
+    elif model.value_and_grad_fn is not None:  # both from one pass over the data
 
         def f(u):  # noqa: F811
             th = model.from_unconstrained(u)
@@ -103,9 +117,46 @@ def numerical(model, theta0, draws, *, method="L-BFGS-B", options=None):
         def jac(u):
             return -q_hat_grad(model, model.from_unconstrained(u), draws)
 
+    if fixed:
+        return _minimize_free(model, theta0, fixed, f, jac, method, options)
     res = optimize.minimize(f, u0, jac=jac, method=method, options=dict(options or {}))
     theta = model.from_unconstrained(res.x)
     return theta, MStepInfo(bool(res.success), int(res.get("nit", 0)), int(res.nfev), str(res.message))
+
+
+def free_coordinates(model, fixed):
+    """Boolean mask of the unconstrained coordinates not set by the parameters in ``fixed``."""
+    free = np.ones(model.n_unconstrained, dtype=bool)
+    for n in fixed:
+        a, b = model._offsets[n]
+        free[a:b] = False
+    return free
+
+
+def _minimize_free(model, theta0, fixed, f, jac, method, options):
+    """Minimise ``f`` (and ``jac``, as scipy takes them) over the coordinates not in ``fixed``."""
+    u0 = model.to_unconstrained(theta0)
+    free = free_coordinates(model, fixed)
+    if not free.any():
+        return theta0, MStepInfo(True, 0, 0, "closed form")
+
+    def full(v):
+        u = u0.copy()
+        u[free] = v
+        return u
+
+    if jac is True:
+        def g(v):
+            val, grad = f(full(v))
+            return val, np.asarray(grad)[free]
+        jac_free = True
+    else:
+        g = lambda v: f(full(v))  # noqa: E731
+        jac_free = None if jac is None else (lambda v: np.asarray(jac(full(v)))[free])
+    res = optimize.minimize(g, u0[free], jac=jac_free, method=method, options=dict(options or {}))
+    theta = model.from_unconstrained(full(res.x))
+    return theta, MStepInfo(bool(res.success), int(res.get("nit", 0)), int(res.nfev),
+                            f"closed form for {sorted(fixed)}; {res.message}")
 
 
 def adam(model, theta0, draws, rng, *, n_steps=50, lr=0.05, batch_draws=32, batch_units=None,

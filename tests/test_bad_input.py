@@ -86,6 +86,8 @@ CASES = [
     ("Model", "unknown extra", lambda: mcem.Model(lambda t, z, d: 0, params={"mu": C.real}, latents={}, mstep=3), TypeError, r"mstep must be callable or None, got int"),
     ("ppl", "NaN in observed data", lambda: ppl_model(y=np.array([1.0, np.nan])), ValueError, r"data\['y'\] must be finite"),
     ("ppl", "missing data argument", lambda: ppl_model(), TypeError, r"ppl_model: missing a required argument: 'y'"),
+    ("ppl", "jit not a bool", lambda: mcem.model(ppl_model.fn, jit="yes"), TypeError, r"model: jit must be True or False, got 'yes'"),
+    ("Model.grad_params", "theta missing a parameter", lambda: ppl_model(y=np.array([0.5, 1.0])).grad_params({}, {"u": np.zeros((2, 2))}), ValueError, r"theta is missing parameter\(s\)"),
     ("fit", "theta0 outside its constraint", lambda: mcem.fit(GM, {**TH, "weights": np.array([0.9, 0.9])}), ValueError, r"theta0\['weights'\] must lie in simplex\(2\)"),
     ("fit", "theta0 missing a parameter", lambda: mcem.fit(GM, {"means": TH["means"]}), ValueError, r"theta0 is missing parameter\(s\) \['covariances', 'weights'\]"),
     ("fit", "theta0 of the wrong shape", lambda: mcem.fit(GM, {**TH, "means": np.zeros(5)}), ValueError, r"theta0\['means'\] must have shape \(2, 2\), got shape \(5,\)"),

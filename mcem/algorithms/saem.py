@@ -103,7 +103,7 @@ def init(cfg, model, theta, rng):
     return st, {"loglik": track(model, theta, cfg.track_loglik), "m": 0}
 
 
-def maximise_memory(model, theta, memory, optimizer_options):
+def maximise_memory(model, theta, memory, optimizer_options, fixed=None):
     """Maximise the weighted memory of Monte Carlo Q estimates (SAEM without statistics).
 
     The memory's draws are joined along the draw axis with one weight per draw, so that each
@@ -126,7 +126,14 @@ def maximise_memory(model, theta, memory, optimizer_options):
         return model.grad_to_unconstrained(u, mean)
 
     fun, jac = value, None
-    if model.value_and_grad_fn is not None:
+    wvg = getattr(model, "weighted_value_and_grad_u", None)
+    if wvg is not None:  # exact, in u, one compiled pass over the memory
+        def fun(u):
+            with np.errstate(all="ignore"):
+                v, g = wvg(u, draws, np.ascontiguousarray(w))
+            return (-v, -g) if np.isfinite(v) else (np.inf, np.zeros_like(u))
+        jac = True
+    elif model.value_and_grad_fn is not None:
         def fun(u):
             with np.errstate(all="ignore"):
                 total, g = model.value_and_grad_fn(model.from_unconstrained(u), draws, model.data)
@@ -137,6 +144,9 @@ def maximise_memory(model, theta, memory, optimizer_options):
         def jac(u):
             return -mean_grad(u, model.grad_params_fn(model.from_unconstrained(u), draws, model.data))
 
+    if fixed:  # parameters set in closed form from the approximated statistics
+        new, info = M._minimize_free(model, {**theta, **fixed}, fixed, fun, jac, "L-BFGS-B", optimizer_options)
+        return new, info.success
     r = optimize.minimize(fun, model.to_unconstrained(theta), jac=jac, method="L-BFGS-B",
                           options=dict(optimizer_options or {}))
     return model.from_unconstrained(r.x), bool(r.success)
@@ -156,7 +166,12 @@ def step(cfg, model, st):
         new, ok_m = model.mstep_fn(s, model.data), True
     else:
         memory = [(w * (1 - g_k), d) for w, d in memory if w * (1 - g_k) >= cfg.memory_tol] + [(g_k, draws)]
-        new, ok_m = maximise_memory(model, st.theta, memory, cfg.optimizer_options)
+        cf, fixed = getattr(model, "partial_mstep", None), None
+        if cf is not None:  # stochastic approximation of the closed-form part's statistics
+            S = cf.stats({n: v.reshape((-1,) + v.shape[2:]) for n, v in draws.items()})
+            s = S if s is None else {n: s[n] + g_k * (S[n] - s[n]) for n in s}
+            fixed = cf.update(s)
+        new, ok_m = maximise_memory(model, st.theta, memory, cfg.optimizer_options, fixed)
     new, why = checked_update(model, new)
     if why is not None:
         return st, None, invalid(k, why)

@@ -42,7 +42,7 @@ def check_param_specs(params) -> dict:
         if not isinstance(c, C.Constraint) or not c.has_bijection:
             raise TypeError(
                 f"params[{k!r}] must be a continuous constraint (mcem.constraints.real, "
-                f"positive, interval, simplex or positive_definite), got {c!r}"
+                f"positive, interval, simplex, positive_definite, lower_cholesky or corr_cholesky), got {c!r}"
             )
         out[k] = c
     return out

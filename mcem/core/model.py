@@ -81,6 +81,8 @@ from .. import constraints as C
 from .._validation import check_data, conform, describe_array, with_context
 from .latents import Continuous, Discrete, LatentSpec
 from .check import CheckReport, check_model
+from .describe import describe_model
+from .gradients import Derivatives
 from .declaration import (
     as_float_dict,
     check_conditionals,
@@ -94,7 +96,7 @@ from .subset import check_submodel, check_units
 __all__ = ["Model", "Discrete", "Continuous", "LatentSpec"]
 
 
-class Model:
+class Model(Derivatives):
     """A latent-variable model: parameters, latents, data and a vectorised log joint density.
 
     Parameters
@@ -131,6 +133,19 @@ class Model:
         ``value_and_grad(theta, z, data) -> (total, grads)``: ``log_joint_total`` and
         ``grad_params`` from one pass over the data, for the numerical M step, which needs both
         at every trial point.
+    grad_latents : callable, optional
+        ``grad_latents(theta, z, data) -> dict``: the gradient of the log joint (summed over
+        units) with respect to each continuous latent, shaped like ``z[name]``. Gradient
+        samplers (MALA) use it with no further code.
+    scores : callable, optional
+        ``scores(theta, z, data) -> array``: the gradient of the summed log joint in the
+        unconstrained parameters per batch element, shape ``batch + (p,)``.
+    unit_scores : callable, optional
+        ``unit_scores(theta, z, data) -> array``: the same per unit of the per-unit terms,
+        shape ``batch + (n_units, p)``.
+    hessian : callable, optional
+        ``hessian(theta, z, data) -> array``: the Hessian of the log joint in the unconstrained
+        parameters averaged over the batch, shape ``(p, p)``.
     log_joint_total : callable, optional
         ``log_joint_total(theta, z, data)``: the log joint summed over units, shape ``batch``;
         a faster path for Q evaluations when ``log_joint`` spends time building unit terms.
@@ -170,6 +185,10 @@ class Model:
         conditionals: Mapping | None = None,
         subset: Callable | None = None,
         value_and_grad: Callable | None = None,
+        grad_latents: Callable | None = None,
+        scores: Callable | None = None,
+        unit_scores: Callable | None = None,
+        hessian: Callable | None = None,
         name: str | None = None,
     ):
         if not callable(log_joint):
@@ -182,6 +201,7 @@ class Model:
             exact_estep=exact_estep, mstep=mstep, sufficient_stats=sufficient_stats, loglik=loglik,
             posterior_sampler=posterior_sampler, grad_params=grad_params,
             log_joint_total=log_joint_total, subset=subset, value_and_grad=value_and_grad,
+            grad_latents=grad_latents, scores=scores, unit_scores=unit_scores, hessian=hessian,
         )
         self.exact_estep_fn = exact_estep
         self.mstep_fn = mstep
@@ -192,6 +212,10 @@ class Model:
         self.log_joint_total_fn = log_joint_total
         self.subset_fn = subset
         self.value_and_grad_fn = value_and_grad
+        self.grad_latents_fn = grad_latents
+        self.scores_fn = scores
+        self.unit_scores_fn = unit_scores
+        self.hessian_fn = hessian
         if n_obs is not None and (not isinstance(n_obs, numbers.Integral) or n_obs < 1):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)
@@ -423,11 +447,40 @@ class Model:
         """
         return check_model(self, theta, rng)
 
+    def describe(self) -> str:
+        """What the model declares and what mcem found in it, as text: parameters, latents and
+        their units, the sites of a model-language model, the M step (closed-form parts and
+        numerical ones) and the derivatives available (exact or finite differences).
+        ``print(model.describe())``."""
+        return describe_model(self)
+
     def exact_loglik(self, theta) -> float | None:
         """The exact marginal log-likelihood, or None when the model does not supply it."""
         if self.loglik_fn is None:
             return None
         return float(self.loglik_fn(theta, self.data))
+
+    #: The closed-form part of the M step (parameters set from sufficient statistics before the
+    #: numerical M step maximises the rest); found by the model language's compiler.
+    partial_mstep = None
+    #: ``(u, z, w) -> (sum_j w_j log p(x, z_j; theta(u)), gradient in u)``, exact; set by the
+    #: model language's compiler, used by the numerical M steps when present.
+    weighted_value_and_grad_u = None
+    #: The closed-form structure the model language found (for :meth:`describe`), or None.
+    structure = None
+
+    def __copy__(self):
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        return out
+
+    def __reduce_ex__(self, protocol):
+        # A model built by the model language pickles as its function and data (compiled
+        # again when loaded); other models pickle their attributes.
+        rebuild = self.__dict__.get("_rebuild")
+        if rebuild is None:
+            return super().__reduce_ex__(protocol)
+        return rebuild
 
     def __repr__(self):
         ps = ", ".join(f"{n}: {self.params[n]!r}" for n in self.param_names)

@@ -72,18 +72,35 @@ def auto_site_kernel(model, name, n_chains, options=None):
     else:
         size = int(np.prod(spec.shape, dtype=int))
         small = 1 <= size <= EMCEE_MAX_SIZE and n_chains >= 2 * size
-        kind = "emcee" if (len(model.latents) == 1 and small) else "rwm"
+        if len(model.latents) == 1 and small:
+            kind = "emcee"
+        else:  # a joint update: with the gradient, Langevin proposals scale with the dimension
+            kind = "mala" if (model.grad_latents_fn is not None and size > 1) else "rwm"
     return _make(kind, options.get(kind), f"sampler='auto' (site {name!r})")
+
+
+class LatentGrad:
+    """``fn(theta, z, data)``: the model's gradient of the log joint in ``z[name]``."""
+
+    def __init__(self, model, name):
+        self.model, self.name = model, name
+
+    def __call__(self, theta, z, data):
+        return self.model.grad_latents_fn(theta, z, data)[self.name]
 
 
 def _bind(kernel, model, name, n_chains):
     spec = model.latents[name]
     kernel.check_spec(spec, name)
     if isinstance(kernel, MALA) and kernel.grad is None:
-        raise ValueError(
-            f"sampler: the MALA kernel for latent {name!r} needs grad=fn with "
-            "fn(theta, z, data) -> gradient of the log joint with respect to z[name]"
-        )
+        if model.grad_latents_fn is None:
+            raise ValueError(
+                f"sampler: the MALA kernel for latent {name!r} needs grad=fn with "
+                "fn(theta, z, data) -> gradient of the log joint with respect to z[name] "
+                f"(model {model.name!r} has no grad_latents; models of the model language "
+                "compiled by JAX have it)"
+            )
+        kernel = kernel.replace(grad=LatentGrad(model, name))
     return kernel.bind(spec)
 
 

@@ -5,15 +5,39 @@ from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 import warnings
 
 import numpy as np
 
+from .._jax import available as jax_available
 from .._validation import check_data, with_context
 from ..core import Model
+from .jaxcompile import JaxModel
+from .structure import find_closed_forms
 from .subset import row_subset
 from .trace import Handle, count_observations
-from .units import check_units, scatter, unit_maps
+from .units import _random_latent, check_units, scatter, unit_maps
+
+
+class _Stats:
+    """``sufficient_stats(z, data)`` of a model whose M step is closed-form throughout."""
+
+    def __init__(self, cf):
+        self.cf = cf
+
+    def __call__(self, z, data):
+        return self.cf.stats(z)
+
+
+class _MStep:
+    """``mstep(stats, data)`` of a model whose M step is closed-form throughout."""
+
+    def __init__(self, cf):
+        self.cf = cf
+
+    def __call__(self, stats, data):
+        return self.cf.update(stats)
 
 __all__ = ["model", "ModelBuilder", "compile_model"]
 
@@ -22,12 +46,17 @@ class ModelBuilder:
     """Compiles a model function with its data into an :class:`mcem.Model`.
 
     Returned by :func:`model`; call it with the data (positional or keyword) to get the Model.
+    ``jit=False`` evaluates the model with numpy instead of compiling it with JAX (derivatives
+    then by finite differences).
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, jit=True):
         if not callable(fn):
             raise TypeError(f"model: expected a function, got {type(fn).__name__}")
+        if not isinstance(jit, bool):
+            raise TypeError(f"model: jit must be True or False, got {jit!r}")
         self.fn = fn
+        self.jit = jit
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
@@ -39,15 +68,75 @@ class ModelBuilder:
         bound.apply_defaults()
         data = dict(list(bound.arguments.items())[1:])
         data = check_data(data, "data")
-        return compile_model(self.fn, data)
+        return compile_model(self.fn, data, jit=self.jit)
 
     def __repr__(self):
         return f"<mcem model {self.fn.__name__}>"
 
 
-def model(fn):
-    """Decorator: turn a model function ``fn(m, *data)`` into a :class:`ModelBuilder`."""
-    return ModelBuilder(fn)
+def model(fn=None, *, jit=True):
+    """Decorator: turn a model function ``fn(m, *data)`` into a :class:`ModelBuilder`.
+
+    Use it bare (``@mcem.model``) or with options (``@mcem.model(jit=False)``: evaluate with
+    numpy rather than compile with JAX).
+    """
+    if fn is None:
+        return functools.partial(ModelBuilder, jit=jit)
+    return ModelBuilder(fn, jit=jit)
+
+
+def _site_table(trace, maps):
+    """(kind, name, what, shape, where) of every site, for Model.describe."""
+    rows = []
+    for s in trace.sites.values():
+        if s.kind == "param":
+            rows.append(("param", s.name, repr(s.constraint), tuple(s.constraint.shape), ""))
+        elif s.kind == "latent":
+            rows.append(("latent", s.name, type(s.dist).__name__, tuple(s.shape), " (unit=True)" if s.unit else ""))
+        else:
+            what = type(s.dist).__name__ if s.kind == "observe" else "log density"
+            units = sorted(maps.get(s.name, {}))
+            where = f" (rows filed under the units of {', '.join(units)})" if units else ""
+            rows.append((s.kind, s.name, what, tuple(np.shape(s.value)), where))
+    return rows
+
+
+def _user_line(exc, fn):
+    """'file:line in function: code' of the innermost frame of the model's own file, or ''."""
+    filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = f" ({f.line.strip()})" if f.line else ""
+    return f" at {f.filename}:{f.lineno} in {f.name}{code}"
+
+
+def _jax_model(fn, data, trace, params, init, shapes, lat_sites, latents, unit_latents, maps):
+    """The model compiled by JAX, or None (with a warning saying why and what to change)."""
+    if not jax_available():
+        return None
+    index = {site: {lat: S.indices for lat, S in m.items()} for site, m in maps.items()}
+    discrete = {n for n, s in lat_sites.items() if s.init.is_discrete}
+    size = count_observations(trace) + sum(int(np.size(s.value)) for s in trace.sites.values() if s.kind == "factor")
+    jm = JaxModel(fn, data, params, shapes, discrete, unit_latents, index, size)
+    z0 = {n: spec.initial(np.random.default_rng(0), ()) for n, spec in latents.items()}
+    try:
+        jm.probe(init, z0)
+    except Exception as exc:  # anything JAX cannot trace: numpy evaluation instead
+        first = (str(exc).strip().splitlines() or [""])[0]
+        warnings.warn(
+            f"model {fn.__name__!r} cannot be compiled by JAX{_user_line(exc, fn)}: "
+            f"{type(exc).__name__}: {first[:200]}. Inside a model, write array functions with the "
+            "namespace of the handle (m.np.exp, m.special.expit, ...) or operators, not numpy or "
+            "scipy functions: those cannot be traced. The model is evaluated with numpy instead, "
+            "with derivatives by finite differences (slower); @mcem.model(jit=False) asks for that "
+            "without this warning.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    return jm
 
 
 def _reduce_to(lp, batch_ndim, keep_axis):
@@ -74,9 +163,10 @@ def _trace(fn, data):
     return trace
 
 
-def compile_model(fn, data, trusted_units=None):
+def compile_model(fn, data, trusted_units=None, jit=True):
     """The Model of ``fn`` on ``data``. ``trusted_units``: the unit latents known to factorise
-    (a block of a model already checked), to skip the independence check."""
+    (a block of a model already checked), to skip the independence check. ``jit``: compile with
+    JAX (numpy evaluation when False or when the model cannot be traced)."""
     name = fn.__name__
     trace = _trace(fn, data)
     params = {s.name: s.constraint for s in trace.sites.values() if s.kind == "param"}
@@ -110,11 +200,15 @@ def compile_model(fn, data, trusted_units=None):
         for s in h.sites.values():
             if s.kind == "param":
                 continue
-            lp = np.asarray(s.dist.log_prob(s.value), dtype=float)
-            vshape = np.shape(s.value)
-            n_event = len(getattr(s.dist, "event_shape", ()))
-            own = vshape[len(vshape) - len(shapes[s.name]) :] if s.kind == "latent" else vshape
-            own = own[: len(own) - n_event] if n_event else own
+            if s.kind == "factor":
+                lp = np.asarray(s.value, dtype=float)
+                own = np.shape(trace.sites[s.name].value)  # the factor's own shape, as traced
+            else:
+                lp = np.asarray(s.dist.log_prob(s.value), dtype=float)
+                vshape = np.shape(s.value)
+                n_event = len(getattr(s.dist, "event_shape", ()))
+                own = vshape[len(vshape) - len(shapes[s.name]) :] if s.kind == "latent" else vshape
+                own = own[: len(own) - n_event] if n_event else own
             lp = np.broadcast_to(lp, batch + tuple(own))
             keep = 0 if (s.unit if s.kind == "latent" else s.name in maps) else None
             terms[s.name] = (s, _reduce_to(lp, bnd, keep if own else None))
@@ -134,7 +228,7 @@ def compile_model(fn, data, trusted_units=None):
         for s, lp in terms.values():
             if s.kind == "latent" and s.name == site_name:
                 unit = unit + lp
-            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+            elif s.kind != "latent" and site_name in maps.get(s.name, {}):
                 unit = unit + scatter(lp, maps[s.name][site_name])
             else:
                 rest = rest + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
@@ -154,10 +248,17 @@ def compile_model(fn, data, trusted_units=None):
         for s, lp in terms.values():
             if s.kind == "latent" and s.name == site_name:
                 out[s.name] = lp if lp.ndim > len(batch) else np.repeat(lp[..., None], shapes[s.name][0], -1)
-            elif s.kind == "observe" and site_name in maps.get(s.name, {}):
+            elif s.kind != "latent" and site_name in maps.get(s.name, {}):
                 out[s.name] = scatter(lp, maps[s.name][site_name])
             tot = tot + (lp.reshape(batch + (-1,)).sum(-1) if lp.ndim > len(batch) else lp)
         return out, tot
+
+    jm = _jax_model(fn, data, trace, params, init, shapes, lat_sites, latents, unit_latents, maps) if jit else None
+    if jm is not None:
+        pieces, unit_terms = jm.pieces, jm.units
+
+        def total(theta, z, data):
+            return jm.total(theta, z)
 
     # A latent's unit terms are only usable when the units are conditionally independent: nothing
     # left out of them depends on the latent (an observation involving it without a unit_index
@@ -185,13 +286,29 @@ def compile_model(fn, data, trusted_units=None):
             unit, rest = split(*evaluate(theta, z, data), site)
             return unit + rest[..., None] / n_units
 
+        if jm is not None:
+            per_unit = jm.per_unit(site)
         if site in conditionals:
             log_joint = per_unit
 
     log_joint.__name__ = name
     factorised = bool(unit_latents) and set(unit_latents) <= set(conditionals)
-    block = functools.partial(compile_model, trusted_units=frozenset(unit_latents))
-    return Model(
+    block = functools.partial(compile_model, trusted_units=frozenset(unit_latents), jit=jit)
+    exact, cf = {}, None
+    if jm is not None:
+        rng = np.random.default_rng(2024)
+        jm.observed_shapes = {
+            s.name: tuple(np.shape(s.value)[: np.ndim(s.value) - len(getattr(s.dist, "event_shape", ()))])
+            for s in trace.sites.values() if s.kind == "observe"}
+        cf = find_closed_forms(jm, init, [{n: _random_latent(sp, rng, ()) for n, sp in latents.items()}
+                                          for _ in range(2)])
+        if cf is not None and cf.complete:
+            exact.update(sufficient_stats=_Stats(cf), mstep=_MStep(cf))
+        exact.update(grad_params=jm.grad_params, value_and_grad=jm.value_and_grad,
+                     grad_latents=jm.grad_latents if jm.continuous else None,
+                     scores=jm.scores, hessian=jm.hessian,
+                     unit_scores=jm.unit_scores(unit_latents[0]) if log_joint is not total else None)
+    out = Model(
         log_joint,
         params=params,
         latents=latents,
@@ -202,4 +319,14 @@ def compile_model(fn, data, trusted_units=None):
         n_obs=count_observations(trace) or None,
         subset=row_subset(fn, data, trace, unit_latents, shapes, block) if factorised else None,
         name=name,
+        **exact,
     )
+    out._rebuild = (compile_model, (fn, data, trusted_units, jit))
+    out.partial_mstep = cf if cf is not None and not cf.complete else None
+    out.compiled_by = ("JAX (jit; exact derivatives)" if jm is not None
+                       else "numpy (the model function runs at every evaluation; finite differences)")
+    out.sites = _site_table(trace, maps)
+    if jm is not None and jm.n_unconstrained:
+        out.weighted_value_and_grad_u = jm.weighted_value_and_grad_u
+    out.structure = cf
+    return out

@@ -5,6 +5,11 @@ checked, parameters get their initial values, latents their specifications, obse
 checked against their distribution's support) and then, inside the compiled model, to
 *evaluate* it (``Handle("eval", theta, z)``: each primitive returns the current value and
 records its distribution). Either way the sites are kept in ``Handle.sites``, in order.
+
+The handle carries the array namespace of the evaluation: ``m.np`` and ``m.special`` are
+``jax.numpy`` and ``jax.scipy.special`` when the model is compiled by JAX (the values are then
+JAX tracers), ``numpy`` and ``scipy.special`` otherwise (the trace, and models evaluated with
+numpy). Model code written with ``m.np``, ``m.special`` and operators runs either way.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import constraints as C
+from .._jax import numpy_namespace
 from .._validation import as_real_array, conform
 from ..core import Continuous, Discrete
 
@@ -21,7 +27,7 @@ __all__ = ["Site", "Handle", "count_observations"]
 class Site:
     """One declaration of a model: a param, latent or observe site and what it carries."""
 
-    __slots__ = ("kind", "name", "value", "dist", "shape", "unit", "unit_index", "constraint", "init")
+    __slots__ = ("kind", "name", "value", "dist", "shape", "unit", "unit_index", "constraint", "init", "line")
 
     def __init__(self, kind, name, **kw):
         self.kind, self.name = kind, name
@@ -30,12 +36,19 @@ class Site:
 
 
 class Handle:
-    """The ``m`` passed to a model function: records or evaluates the primitives."""
+    """The ``m`` passed to a model function: records or evaluates the primitives.
 
-    def __init__(self, mode, theta=None, z=None):
+    ``m.np`` and ``m.special`` are the array namespace of the evaluation (numpy and
+    scipy.special, or jax.numpy and jax.scipy.special when the model is compiled by JAX).
+    """
+
+    def __init__(self, mode, theta=None, z=None, ns=None):
         self._mode = mode  # "trace" or "eval"
         self._theta = theta
         self._z = z
+        ns = ns or numpy_namespace()
+        self.np = ns.np
+        self.special = ns.special
         self.sites: dict[str, Site] = {}
 
     def _new(self, name, kind):
@@ -116,6 +129,22 @@ class Handle:
             dist.check_value(value, f"observe {name!r}", for_any_params=True)
         self.sites[name] = Site("observe", name, dist=dist, value=value, unit_index=unit_index)
         return value
+
+
+    def factor(self, name, log_density, *, unit_index=None):
+        """Add any extra term ``log_density`` to the log joint (a penalty, a Jacobian, a density
+        mcem.dist does not have). Its elements are summed; with ``unit_index`` (as for
+        :meth:`observe`) the elements of its first axis are filed under those units."""
+        self._new(name, "factor")
+        if self._mode == "trace":
+            arr = np.asarray(log_density)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"factor {name!r}: log_density must be a real array, got {arr.dtype}")
+            if unit_index is not None and arr.ndim == 0:
+                raise ValueError(f"factor {name!r}: a log_density filed under units (unit_index) needs "
+                                 "one element per unit index on its first axis, got a scalar")
+        self.sites[name] = Site("factor", name, value=log_density, unit_index=unit_index)
+        return log_density
 
 
 def count_observations(trace):

@@ -27,7 +27,7 @@ def unit_maps(sites, unit_latents, shapes):
     each observation, checked (integer, 1-D, one entry per observed row, within the units)."""
     maps: dict[str, dict[str, sparse.csr_matrix]] = {}
     for s in sites:
-        if s.kind != "observe" or s.unit_index is None:
+        if s.kind not in ("observe", "factor") or s.unit_index is None:
             continue
         idx = s.unit_index
         if not isinstance(idx, Mapping):
