@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import matplotlib
@@ -47,7 +48,8 @@ def run(n_groups=10_000, workers=2, iterations=10, seed=1, out="glmm_sharded.png
         t0 = time.perf_counter()
         results["serial"] = mcem.fit(model, **opts)
         seconds["serial"] = time.perf_counter() - t0
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned workers: forking a multithreaded process (BLAS, JAX) can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             t0 = time.perf_counter()
             results["sharded"] = mcem.fit(model, **opts, executor=pool)
             seconds["sharded"] = time.perf_counter() - t0

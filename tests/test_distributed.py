@@ -1,6 +1,7 @@
 """The sharded E step: blocks of units on an executor, same bits everywhere, right posterior."""
 
 import glob
+import multiprocessing
 import os
 import tempfile
 import warnings
@@ -37,7 +38,8 @@ def glmm():
 
 @pytest.fixture(scope="module")
 def pool():
-    with ProcessPoolExecutor(2) as ex:
+    # spawned workers: forking a process whose other threads (JAX's, BLAS's) hold locks can deadlock
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
         yield ex
 
 
