@@ -67,7 +67,16 @@ def observe_twin_fn(m, y, group, n_groups):
     m.observe("y", dist.Normal(u[..., group], t), y, unit_index=group)
 
 
+def correlated_fn(m, y, x, group, n_groups):
+    sd = m.param("sd", shape=2, constraint=C.positive, init=[1.0, 0.5])
+    corr = m.param("corr", constraint=C.corr_cholesky(2))
+    b = m.latent("b", dist.MultivariateNormal(m.np.zeros(2), scale_tril=sd[:, None] * corr),
+                 shape=(n_groups, 2), unit=True)
+    m.observe("y", dist.Normal(b[..., group, 0] + b[..., group, 1] * x, 1.0), y, unit_index=group)
+
+
 CASES = {
+    "correlated": (correlated_fn, dict(y=RNG.standard_normal(N), x=RNG.standard_normal(N), group=GROUP, n_groups=G)),
     "glmm": (glmm_fn, dict(X=X, y=Y, group=GROUP, n_groups=G)),
     "poisson": (poisson_fn, dict(X=X, y=COUNTS, group=GROUP, n_groups=G)),
     "mixture": (mixture_fn, dict(x=np.concatenate([RNG.normal(-1, 1, 15), RNG.normal(2, 1, 15)]))),
