@@ -24,6 +24,17 @@ __all__ = [
 ]
 
 
+def bounds_note(d, index) -> str:
+    """The bounds ``low``, ``high`` of distribution ``d`` at ``index`` of a value, for an error
+    message about a value outside them (empty when both bounds are scalars)."""
+    if d.low.ndim == 0 and d.high.ndim == 0:
+        return ""
+    lo = np.broadcast_to(d.low, d.batch_shape)
+    hi = np.broadcast_to(d.high, d.batch_shape)
+    k = index[len(index) - len(d.batch_shape):] if d.batch_shape else ()
+    return f" (low {lo[k].item()!r}, high {hi[k].item()!r} there)"
+
+
 class _NonnegativeSupport:
     """Support [0, inf): the density is finite at 0 (HalfNormal, Exponential)."""
 
@@ -216,12 +227,7 @@ class Uniform(Distribution):
         return "values in [low, high]"
 
     def _support_note(self, index):
-        if self.low.ndim == 0 and self.high.ndim == 0:
-            return ""
-        lo = np.broadcast_to(self.low, self.batch_shape)
-        hi = np.broadcast_to(self.high, self.batch_shape)
-        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
-        return f" (low {lo[k].item()!r}, high {hi[k].item()!r} there)"
+        return bounds_note(self, index)
 
     @property
     def mean(self):

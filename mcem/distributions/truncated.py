@@ -7,6 +7,7 @@ from scipy.special import log_ndtr, ndtri_exp
 
 from .. import constraints
 from ._ops import log_diff_ndtr, safe
+from .continuous import bounds_note
 from .base import _HALF_LOG_2PI, FINITE, POSITIVE, Distribution, ParamCheck, _mask_out
 
 __all__ = ["TruncatedNormal"]
@@ -132,12 +133,7 @@ class TruncatedNormal(Distribution):
         return "finite values in [low, high]"
 
     def _support_note(self, index):
-        if self.low.ndim == 0 and self.high.ndim == 0:
-            return ""
-        lo = np.broadcast_to(self.low, self.batch_shape)
-        hi = np.broadcast_to(self.high, self.batch_shape)
-        k = index[len(index) - len(self.batch_shape):] if self.batch_shape else ()
-        return f" (low {lo[k].item()!r}, high {hi[k].item()!r} there)"
+        return bounds_note(self, index)
 
     def _ratios(self):
         """phi(a) / Z, phi(b) / Z, and a, b with 0 where infinite (phi(+-inf) = 0)."""
