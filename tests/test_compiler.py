@@ -14,6 +14,7 @@ import pytest
 import mcem
 from mcem import constraints as C
 from mcem import dist
+from mcem.algorithms.resume import resume
 from mcem.derivatives import central_difference
 from mcem.diagnostics import ess
 from mcem.estep import EStep
@@ -272,3 +273,16 @@ def test_auto_takes_mala_for_a_joint_continuous_latent_and_it_mixes_better_than_
             se = post_sd / np.sqrt(found[name])
             assert np.all(np.abs(x.mean(axis=(0, 1)) - post_mean) < 5 * se)
     assert found["mala"] > 3 * found["rwm"], found  # measured: about 18x (at twice the cost per step)
+
+
+def test_saem_on_partial_statistics_resumes_bit_for_bit(tmp_path):
+    model = build("glmm")
+    assert model.partial_mstep is not None  # sigma in closed form, beta numerical
+    opts = dict(method="saem", rng=0, burn_iter=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (mcem.MonteCarloWarning, mcem.ConvergenceWarning))
+        whole = mcem.fit(model, max_iter=12, **opts)
+        mcem.fit(model, max_iter=6, checkpoint=str(tmp_path / "ck"), checkpoint_every=0, **opts)
+        again = resume(str(tmp_path / "ck"), model, max_iter=12)
+    for k in whole.params:
+        np.testing.assert_array_equal(whole.params[k], again.params[k])
