@@ -7,11 +7,14 @@ import pathlib
 import warnings
 import zipfile
 
+import arviz_stats
 import numpy as np
 import pytest
 
 import mcem
 from mcem import io as mio
+from mcem.diagnostics import ess
+from mcem.models import glmm_model
 from mcem.result import FitResult, History
 
 
@@ -388,3 +391,16 @@ def test_to_datatree_bool_column_and_skipped(tmp_path):
     hist = dt["fit_history"].to_dataset()
     assert hist["ok"].dtype == bool and hist["params.a"].dims == ("iteration",)
     assert hist.attrs["skipped_columns"] == ["tag"] and "loglik" not in dt.attrs
+
+
+def test_arviz_stats_summarises_the_datatree_of_a_fit_on_a_plain_install():
+    # the dependency is arviz-stats[xarray]: ess, rhat and summary need xarray-einstats
+    d = glmm_model.simulate_random_intercept(6, 5, [0.2, -0.3], 0.8, "logit", rng=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mcem.fit(glmm_model.random_intercept_glmm(d["X"], d["y"], d["group"]), rng=1)
+    table = arviz_stats.summary(fit.to_datatree(), kind="stats", round_to="none")
+    u = fit.draws["u"]  # (chain, draw, 6)
+    np.testing.assert_allclose(table["mean"].to_numpy(dtype=float), u.mean(axis=(0, 1)), rtol=1e-12)
+    found = arviz_stats.ess(fit.to_datatree(), group="posterior")["u"].values
+    np.testing.assert_allclose(found, [ess(u[..., i]) for i in range(6)], rtol=1e-10)
