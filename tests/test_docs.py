@@ -92,6 +92,27 @@ def test_code_blocks_run(path, tmp_path, monkeypatch):
         plt.close("all")
 
 
+#: Pages whose code blocks each run on their own (a reader may copy any one of them alone).
+SELF_CONTAINED = [ROOT / "README.md", DOCS / "models.md"]
+
+
+@pytest.mark.parametrize("path", SELF_CONTAINED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_code_block_runs_on_its_own(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    rel = path.relative_to(ROOT)
+    blocks = python_blocks(path.read_text(encoding="utf-8"))
+    assert blocks
+    for line_no, source in blocks:
+        try:
+            exec(compile(source, f"{rel}:{line_no}", "exec"), {"__name__": "docs_block"})
+        except Exception as exc:
+            raise AssertionError(
+                f"the python block at {rel}, line {line_no}, does not run on its own: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
 def test_sphinx_build(tmp_path):
     pytest.importorskip("sphinx")
     pytest.importorskip("myst_parser")
