@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import _jax
 from . import boundary as B
-from .base import Constraint, _Elementwise, as_float, as_shape, log_expit, sum_last, tril_fill
+from .base import Constraint, _Elementwise, as_float, as_shape, log_expit, sum_last
+from .cholesky import LowerCholesky
 
 __all__ = [
     "Real",
@@ -229,19 +230,17 @@ class PositiveDefinite(Constraint):
         self.d = int(d)
         self.batch = as_shape(batch, "batch")
         self.shape = self.batch + (self.d, self.d)
-        self._rows, self._cols = np.tril_indices(self.d)
-        self._diag = self._rows == self._cols
-        self._diag_at = np.flatnonzero(self._diag)  # positions of the diagonal in u
+        # the coordinates are those of the Cholesky factor L (lower_cholesky)
+        self._chol = LowerCholesky(self.d, self.batch)
+        self._rows, self._cols, self._diag_at = self._chol._rows, self._chol._cols, self._chol._diag_at
+        self._diag = self._chol._diag
 
     @property
     def unconstrained_shape(self):
-        return self.batch + (self.d * (self.d + 1) // 2,)
+        return self._chol.unconstrained_shape
 
     def _cholesky_from(self, u):
-        ns = _jax.namespace(u)
-        u = as_float(ns, u)
-        vals = ns.np.where(self._diag, ns.np.exp(u), u)
-        return tril_fill(ns, vals, self._rows, self._cols, self.d)
+        return self._chol.forward(u)
 
     def forward(self, u):
         ns = _jax.namespace(u)
@@ -250,9 +249,7 @@ class PositiveDefinite(Constraint):
 
     def inverse(self, x):
         ns = _jax.namespace(x)
-        L = ns.np.linalg.cholesky(as_float(ns, x))
-        vals = L[..., self._rows, self._cols]
-        return ns.np.where(self._diag, ns.np.log(ns.np.where(self._diag, vals, 1.0)), vals)
+        return self._chol.inverse(ns.np.linalg.cholesky(as_float(ns, x)))
 
     def log_abs_det_jacobian(self, u):
         u = as_float(_jax.namespace(u), u)

@@ -12,6 +12,7 @@ from .._validation import as_real_array, with_context
 from .latents import LatentSpec
 
 __all__ = [
+    "param_offsets",
     "as_float_dict",
     "check_param_specs",
     "check_latent_specs",
@@ -46,6 +47,17 @@ def check_param_specs(params) -> dict:
             )
         out[k] = c
     return out
+
+
+def param_offsets(params) -> tuple[dict, int]:
+    """``({name: (start, stop)}, total)``: where each parameter's unconstrained coordinates lie in
+    the flat vector (parameters in sorted-name order)."""
+    offsets, off = {}, 0
+    for n in sorted(params):
+        size = params[n].unconstrained_size
+        offsets[n] = (off, off + size)
+        off += size
+    return offsets, off
 
 
 def check_latent_specs(latents) -> dict:

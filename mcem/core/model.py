@@ -90,6 +90,7 @@ from .declaration import (
     check_latent_specs,
     check_param_specs,
     first_call,
+    param_offsets,
 )
 from .subset import check_submodel, check_units
 
@@ -225,13 +226,7 @@ class Model(Derivatives):
         self.latent_names = tuple(sorted(self.latents))
         units = {s.n_units for s in self.latents.values() if s.unit}
         self.n_units = units.pop() if len(units) == 1 else None
-        self._offsets = {}
-        off = 0
-        for n in self.param_names:
-            size = self.params[n].unconstrained_size
-            self._offsets[n] = (off, off + size)
-            off += size
-        self.n_unconstrained = off
+        self._offsets, self.n_unconstrained = param_offsets(self.params)
         self.init = self.check_theta(init or {}, "init", partial=True)
         self._per_unit = None
 

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .._jax import jax, jax_namespace, x64
+from ..core.declaration import param_offsets
 from .trace import Handle
 
 __all__ = ["JaxModel", "CHUNK_BYTES", "MAX_CHUNK"]
@@ -81,13 +82,7 @@ class JaxModel:
         latent_size = sum(int(np.prod(s, dtype=int)) for s in shapes.values())
         per_element = _BYTES_PER_ELEMENT * max(int(size) + latent_size, 1)
         self.cap = int(min(MAX_CHUNK, _pow2_floor(CHUNK_BYTES / per_element)))
-        self._offsets = {}
-        off = 0
-        for n in self.param_names:
-            k = self.params[n].unconstrained_size
-            self._offsets[n] = (off, off + k)
-            off += k
-        self.n_unconstrained = off
+        self._offsets, self.n_unconstrained = param_offsets(self.params)
         self._jitted = {}
         self.jax = jax()
         self.ns = jax_namespace()
@@ -254,38 +249,43 @@ class JaxModel:
         vg = self.jax.value_and_grad(self.total1, argnums=0)
         return self._map(("value_and_grad",), vg, theta, z, cap=max(self.cap // 2, 1))
 
-    def weighted_value_and_grad_u(self, u, z, w):
-        """``(sum_j w_j log p(x, z_j; theta(u)), its gradient in u)`` over the batch of ``z``
-        (weights ``w`` shaped like the batch): the objective of the numerical M steps, in one
-        compiled pass per chunk."""
+    def _weighted_sum(self, key, derivative, u, z, w, cap):
+        """``derivative(f)(u)`` summed over chunks of the batch of ``z``, where ``f(v) = sum_j
+        w_j log p(x, z_j; theta(v))`` (``derivative``: ``jax.value_and_grad``, ``jax.hessian``;
+        padding elements get weight 0). Returns the sum as a pytree of numpy arrays."""
         jax_ = self.jax
-        cap = max(self.cap // 2, 1)
 
         def build():
-            def vg(uu, zc, wc):
+            def d(uu, zc, wc):
                 def f(v):
                     vals = jax_.vmap(self.total1, in_axes=(None, 0))(self.theta_of_u(v), zc)
                     return (wc * vals).sum()
 
-                return jax_.value_and_grad(f)(uu)
+                return derivative(f)(uu)
 
-            return vg
+            return d
 
         with x64():
-            f = self._jit(("wvg", cap), build)
+            f = self._jit((key, cap), build)
             _, flat, n = self._batch(z)
-            wf = np.asarray(w, dtype=float).ravel()
+            wf = np.broadcast_to(np.asarray(w, dtype=float), (n,)) if np.ndim(w) == 0 else np.asarray(w, float).ravel()
             if wf.size != n:
                 raise ValueError(f"weights: expected one per batch element ({n}), got {wf.size}")
             size = self._size(n, cap)
-            total, grad = 0.0, np.zeros(self.n_unconstrained)
+            out = None
             for a, (chunk, m) in zip(range(0, max(n, 1), size), self._chunks(flat, n, cap), strict=True):
                 wc = np.zeros(size)
                 wc[:m] = wf[a:a + m]
-                v, g = f(np.asarray(u, dtype=float), chunk, wc)
-                total += float(v)
-                grad += np.asarray(g)
-        return total, grad
+                r = jax_.tree_util.tree_map(np.asarray, f(np.asarray(u, dtype=float), chunk, wc))
+                out = r if out is None else jax_.tree_util.tree_map(np.add, out, r)
+        return out
+
+    def weighted_value_and_grad_u(self, u, z, w):
+        """``(sum_j w_j log p(x, z_j; theta(u)), its gradient in u)`` over the batch of ``z``
+        (weights ``w`` shaped like the batch): the objective of the numerical M steps, in one
+        compiled pass per chunk."""
+        v, g = self._weighted_sum("wvg", self.jax.value_and_grad, u, z, w, max(self.cap // 2, 1))
+        return float(v), np.array(g, dtype=float)
 
     def grad_latents(self, theta, z, data=None):
         """Gradient of the summed log joint in each continuous latent, shaped like ``z[name]``
@@ -326,31 +326,9 @@ class JaxModel:
 
     def hessian(self, theta, z, data=None):
         """The mean over the batch of the Hessian of the log joint in the unconstrained coordinates."""
-        u = self._u(theta)
-        jax_ = self.jax
         cap = max(self.cap // max(4, self.n_unconstrained), 1)
-
-        def build():
-            def hsum(uu, zc, w):
-                def f(v):
-                    th = self.theta_of_u(v)
-                    vals = jax_.vmap(self.total1, in_axes=(None, 0))(th, zc)
-                    return (w * vals).sum()
-
-                return jax_.hessian(f)(uu)
-
-            return hsum
-
-        with x64():
-            f = self._jit(("hessian", cap), build)
-            _, flat, n = self._batch(z)
-            H = np.zeros((self.n_unconstrained, self.n_unconstrained))
-            size = self._size(n, cap)
-            for chunk, m in self._chunks(flat, n, cap):
-                w = np.zeros(size)
-                w[:m] = 1.0
-                H += np.asarray(f(u, chunk, w))
-        H /= max(n, 1)
+        n = max(int(np.prod(self._batch(z)[0], dtype=int)), 1)
+        H = np.array(self._weighted_sum("hessian", self.jax.hessian, self._u(theta), z, 1.0 / n, cap), dtype=float)
         return 0.5 * (H + H.T)
 
     def _u(self, theta):
