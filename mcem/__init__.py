@@ -26,7 +26,7 @@ from . import distributions as dist
 from ._version import __version__
 from .algorithms import resume
 from .compare import Comparison, compare, compare_to_reference
-from .core import Continuous, Discrete, Model
+from .core import Chain, Continuous, Discrete, Model
 from .distributed import ShardedEStep
 from .estep import EStep
 from .estep_factory import make_estep
@@ -38,6 +38,7 @@ from .lang import model
 from .result import FitResult
 
 __all__ = [
+    "Chain",
     "Comparison",
     "Continuous",
     "ConvergenceWarning",

@@ -28,9 +28,9 @@ import numpy as np
 from . import diagnostics as D
 from ._validation import as_generator, check_bool, check_fraction, check_positive_float, check_positive_int
 from .exceptions import MonteCarloWarning
-from .kernels.base import Target
 from .kernels.compose import Compose
 from .kernels.select import build_kernel, site_mode
+from .target import ModelTarget
 from .core import Model
 
 __all__ = ["EStep", "EStepState", "EStepResult", "ModelTarget"]
@@ -55,70 +55,6 @@ class EStepResult(NamedTuple):
     state: EStepState
     diagnostics: dict
     loglik_trace: np.ndarray  # (chain, draw): complete-data log joint of each kept draw
-
-
-class ModelTarget:
-    """The log densities of a model at a fixed theta, as the kernels need them.
-
-    ``site(name, z, kernel)`` returns a :class:`~mcem.kernels.Target` for latent ``name`` with
-    the other latents held at ``z``: ``model.conditionals[name]`` when given, else the per-unit
-    log joint (unit sites of a per-unit model), else the total log joint.
-    """
-
-    def __init__(self, model: Model, theta: dict, modes: dict):
-        self.model = model
-        self.theta = theta
-        self.data = model.data
-        self.modes = modes
-
-    def site(self, name, z, kernel=None) -> Target:
-        theta, data, model = self.theta, self.data, self.model
-        others = dict(z)
-        mode = self.modes[name]
-        if mode == "conditional":
-            cond = model.conditionals[name]
-
-            def fn(zs):
-                return cond(theta, {**others, name: zs}, data)
-
-        elif mode == "sum":
-            lj = model.log_joint_fn
-
-            def fn(zs):
-                return np.asarray(lj(theta, {**others, name: zs}, data)).sum(axis=-1)
-
-        else:
-            lj = model.log_joint_fn
-
-            def fn(zs):
-                return lj(theta, {**others, name: zs}, data)
-
-        grad = None
-        g = getattr(kernel, "grad", None)
-        if g is not None:
-
-            def grad(zs):
-                out = g(theta, {**others, name: zs}, data)
-                return out[name] if isinstance(out, dict) else out
-
-        return Target(fn, grad=grad, joint=mode != "conditional")
-
-    def log_joint(self, z) -> np.ndarray:
-        """Complete-data log joint summed over units: shape = the batch shape of ``z``."""
-        out = np.asarray(self.model.log_joint(self.theta, z), dtype=float)
-        n0 = self.model.latent_names[0]
-        batch_ndim = np.ndim(z[n0]) - len(self.model.latents[n0].shape)
-        return out.sum(axis=-1) if out.ndim > batch_ndim else out
-
-    def sample_exact(self, rng, batch) -> dict:
-        fn = self.model.posterior_sampler_fn
-        if fn is None:
-            raise ValueError(f"model {self.model.name!r} has no posterior_sampler")
-        z = fn(self.theta, self.data, rng, tuple(batch))
-        missing = [n for n in self.model.latent_names if n not in z]
-        if missing:
-            raise ValueError(f"posterior_sampler returned no draws for latent(s) {missing}")
-        return {n: np.asarray(z[n]) for n in self.model.latent_names}
 
 
 def _refuse(unexpected):

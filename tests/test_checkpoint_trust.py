@@ -189,7 +189,10 @@ def test_format_1_files_are_read_but_only_their_state_classes_rebuilt(tmp_path):
     (genetic_linkage, "gibbs", "GibbsState"),
     (lambda: _re_model(), "rwm", "RWMState"),
     (lambda: _re_model(), "emcee", "EmceeState"),
-], ids=["exact", "gibbs", "rwm", "emcee"])
+    (lambda: mcem.models.gaussian_hmm(np.sin(np.arange(30.0)) + np.arange(30.0) % 3, 2), "ffbs", "FFBSState"),
+    (lambda: mcem.models.local_level(np.cumsum(np.cos(np.arange(25.0))) + 0.5), "kalman", "KalmanState"),
+    (lambda: mcem.models.stochastic_volatility(np.sin(np.arange(12.0))), "csmc", "CSMCState"),
+], ids=["exact", "gibbs", "rwm", "emcee", "ffbs", "kalman", "csmc"])
 def test_every_kernel_state_is_rebuilt_and_resumes_bit_identically(tmp_path, model, sampler, state):
     kw = dict(sampler=sampler, n_chains=8)
     full = _fit(model(), max_iter=7, **kw)

@@ -23,6 +23,7 @@ from mcem.models._common import Memo, ready_model
 from mcem.models import censored as tobit
 from mcem.models import centred_glmm, classic, crossed, glmm_model, linear_gaussian, linkage, pumps, theophylline
 from mcem.models import missing as missing_normal
+from mcem.models import hmm, level, stochvol
 from mcem.models import mixture as gm
 
 RNG = np.random.default_rng(20240611)
@@ -68,6 +69,9 @@ CONSTRUCTORS = {
         centred_glmm.centred_glmm(GLMM_P["X"], GLMM_P["y"], GLMM_P["group"], "poisson", offset=GLMM_P["offset"]),
         centred_glmm.centred_glmm(GLMM["X"], GLMM["y"] * 2, GLMM["group"], trials=np.full(32, 3.0)),
     ],
+    "mcem.models.hmm.gaussian_hmm": lambda: [hmm.gaussian_hmm(np.sin(np.arange(20.0)) + np.arange(20.0) % 3, 2)],
+    "mcem.models.level.local_level": lambda: [level.local_level(np.cumsum(np.cos(np.arange(30.0))) + 0.3)],
+    "mcem.models.stochvol.stochastic_volatility": lambda: [stochvol.stochastic_volatility(np.sin(np.arange(12.0)))],
     "mcem.models.theophylline.theophylline_model": lambda: [
         theophylline.theophylline_model(latent=latent) for latent in ("phi", "b")
     ],
@@ -104,6 +108,11 @@ NOT_MODELS = {
     "mcem.models.theophylline.theophylline_data",
     "mcem.models.theophylline_quadrature.fit_theophylline_quadrature",
     "mcem.models.theophylline_quadrature.theophylline_loglik",
+    "mcem.models.hmm.initial_params",
+    "mcem.models.level.initial_params",
+    "mcem.models.stochvol.simulate",
+    "mcem.models.stochvol.grid_loglik",
+    "mcem.models.stochvol.grid_mle",
 }
 
 

@@ -124,6 +124,9 @@ def test_the_allow_list_keeps_the_names_files_hold():
         "RWMState": ("mcem.kernels.metropolis", "RWMState"),
         "GibbsState": ("mcem.kernels.gibbs", "GibbsState"),
         "EmceeState": ("mcem.kernels.ensemble", "EmceeState"),
+        "FFBSState": ("mcem.kernels.ffbs", "FFBSState"),
+        "CSMCState": ("mcem.kernels.csmc", "CSMCState"),
+        "KalmanState": ("mcem.kernels.kalman", "KalmanState"),
     }
     from mcem.serial.allowlist import STATE_TYPES
 

@@ -9,8 +9,9 @@ The model language (:mod:`mcem.lang`, the decorator ``mcem.model``) compiles to 
 
 from __future__ import annotations
 
+from .chains import Chain
 from .check import CheckReport
 from .latents import Continuous, Discrete, LatentSpec
 from .model import Model
 
-__all__ = ["CheckReport", "Continuous", "Discrete", "LatentSpec", "Model"]
+__all__ = ["Chain", "CheckReport", "Continuous", "Discrete", "LatentSpec", "Model"]

@@ -80,6 +80,7 @@ import numpy as np
 from .. import constraints as C
 from .._validation import check_data, conform, describe_array, with_context
 from .latents import Continuous, Discrete, LatentSpec
+from .chains import Chain, check_chains
 from .check import CheckReport, check_model
 from .describe import describe_model
 from .gradients import Derivatives
@@ -94,7 +95,7 @@ from .declaration import (
 )
 from .subset import check_submodel, check_units
 
-__all__ = ["Model", "Discrete", "Continuous", "LatentSpec"]
+__all__ = ["Model", "Chain", "Discrete", "Continuous", "LatentSpec"]
 
 
 class Model(Derivatives):
@@ -157,6 +158,12 @@ class Model(Derivatives):
         (shape ``batch + (n_units,)``), every term of the log joint that involves the unit; terms
         free of the latent may be left out. For models with several unit latents whose units
         differ (crossed random effects), so that a sampler can update one latent's units at once.
+    chains : dict, optional
+        Latent name -> :class:`mcem.Chain` for latents that form a chain over their first axis
+        (hidden Markov states, random walks, state-space processes): the chain's prior and its
+        per-time-step emission terms, which the chain samplers (FFBS, the Gaussian simulation
+        smoother, conditional SMC) and the exact log-likelihood (forward algorithm, Kalman
+        filter) use. The model language fills it for latents with a chain distribution.
     subset : callable, optional
         ``subset(units) -> Model``: the same model restricted to the units ``units`` (a sorted
         1-D array of unit indices), with its own data (the observations of those units) and unit
@@ -190,6 +197,7 @@ class Model(Derivatives):
         scores: Callable | None = None,
         unit_scores: Callable | None = None,
         hessian: Callable | None = None,
+        chains: Mapping | None = None,
         name: str | None = None,
     ):
         if not callable(log_joint):
@@ -221,6 +229,7 @@ class Model(Derivatives):
             raise ValueError(f"n_obs must be a positive int or None, got {n_obs!r}")
         self.n_obs = None if n_obs is None else int(n_obs)
         self.conditionals = check_conditionals(conditionals, self.latents)
+        self.chains = check_chains(chains, self.latents)
         self.name = name or getattr(log_joint, "__name__", "model")
         self.param_names = tuple(sorted(self.params))
         self.latent_names = tuple(sorted(self.latents))

@@ -17,6 +17,7 @@ __all__ = [
     "load_theophylline",
     "load_cbpp",
     "load_epilepsy",
+    "load_nile",
     "reference",
     "reference_rows",
     "reference_table",
@@ -35,6 +36,13 @@ def _read_csv(name) -> dict:
         except ValueError:
             out[h] = np.array(c)
     return out
+
+
+def load_nile() -> dict:
+    """The Nile series: annual flow at Aswan 1871-1970 (10^8 m^3), ``year`` and ``flow`` (100
+    values); Cobb (1978), Durbin & Koopman (2001), as R's ``datasets::Nile``."""
+    d = _read_csv("nile.csv")
+    return {"year": d["year"].astype(int), "flow": d["flow"]}
 
 
 def load_faithful() -> np.ndarray:

@@ -38,10 +38,14 @@ Continuous: Normal, HalfNormal, LogNormal, StudentT, Uniform, TruncatedNormal, G
 Exponential, InverseGamma, Beta. Discrete: Bernoulli (probs or logits), Binomial (probs or
 logits), Poisson (rate or log_rate), NegativeBinomial (concentration with mean or log_mean),
 Categorical. With an event axis: Multinomial, Dirichlet, MultivariateNormal (covariance_matrix,
-scale_tril or precision_matrix).
+scale_tril or precision_matrix). Whole paths of a chain over time (``event_shape`` ``(T,)`` or
+``(T, d)``, ``is_chain`` True): MarkovChain (finite states, time-varying transitions allowed),
+GaussianRandomWalk, AR1 and LinearGaussianStateSpace, whose ``linear_gaussian()`` gives their
+matrices as a LinearGaussian (m0, P0, F, c, Q).
 
 The classes live in :mod:`mcem.distributions.continuous`, :mod:`~mcem.distributions.truncated`,
-:mod:`~mcem.distributions.discrete` and :mod:`~mcem.distributions.multivariate`; the base class,
+:mod:`~mcem.distributions.discrete`, :mod:`~mcem.distributions.multivariate` and
+:mod:`~mcem.distributions.chains`; the base class,
 with the declared-parameter machinery that converts, checks and broadcasts parameters, in
 :mod:`mcem.distributions.base`, and the few operations that differ between numpy and JAX in
 :mod:`mcem.distributions._ops`.
@@ -50,6 +54,7 @@ with the declared-parameter machinery that converts, checks and broadcasts param
 from __future__ import annotations
 
 from .base import Distribution
+from .chains import AR1, GaussianRandomWalk, LinearGaussian, LinearGaussianStateSpace, MarkovChain
 from .continuous import (
     Beta,
     Exponential,
@@ -86,6 +91,11 @@ __all__ = [
     "HalfNormal",
     "InverseGamma",
     "Dirichlet",
+    "MarkovChain",
+    "GaussianRandomWalk",
+    "AR1",
+    "LinearGaussianStateSpace",
+    "LinearGaussian",
 ]
 
 #: Module default for parameter validation; instances with ``validate_args=None`` read it at

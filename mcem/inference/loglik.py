@@ -21,6 +21,7 @@ from scipy.special import logsumexp
 from .._validation import as_generator, check_positive_float, check_positive_int
 from ..exceptions import MonteCarloWarning
 from ..core import Model
+from .chainlik import ExactChainLoglik, exact_chain_name, particle_cost, particle_sampler
 
 __all__ = ["LoglikEstimate", "marginal_loglik"]
 
@@ -145,6 +146,11 @@ def marginal_loglik(
     theta = model.check_theta(theta, "theta")
     if model.loglik_fn is not None:
         return LoglikEstimate(model.exact_loglik(theta), 0.0, "exact")
+    chain = exact_chain_name(model.latents, model.chains)
+    if chain is not None:
+        value = ExactChainLoglik(chain, model.chains[chain], model.latents[chain], model.log_joint_fn)(theta, model.data)
+        how = "forward algorithm" if model.latents[chain].is_discrete else "Gaussian chain integrated out"
+        return LoglikEstimate(value, 0.0, f"exact ({how})")
     names = model.latent_names
     if len(names) == 1 and model.latents[names[0]].is_discrete and model.latents[names[0]].unit and model.per_unit:
         return LoglikEstimate(_unit_log_weights_discrete(model, theta), 0.0, "exact (sum over states)")
@@ -162,7 +168,10 @@ def marginal_loglik(
     draws = _check_draws(model, draws)
     rng = as_generator(rng)
     per_unit = len(names) == 1 and model.latents[names[0]].unit and model.per_unit
-    if per_unit:
+    if len(names) == 1 and names[0] in model.chains:
+        sampler, method = particle_sampler(model, theta, draws), "particle (pools of candidates per time step)"
+        per_sample = particle_cost(model.latents[names[0]])
+    elif per_unit:
         sampler, method = _per_unit_proposal(model, theta, draws, df), "importance sampling (per unit)"
         per_sample = int(np.prod(model.latents[names[0]].shape, dtype=int))
     else:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import constraints as C
 
-__all__ = ["Target", "Kernel", "SiteInfo", "support_transform"]
+__all__ = ["Target", "ChainTarget", "Kernel", "SiteInfo", "support_transform"]
 
 
 class Target:
@@ -210,3 +210,34 @@ def to_unconstrained(tr, z):
 def log_jacobian(tr, w):
     """The elementwise log|dz/dw| of ``tr`` at ``w``, or None for the identity (no term)."""
     return None if tr.is_identity else tr.elementwise_log_abs_det_jacobian(w)
+
+
+# ---------------------------------------------------------------------------- chain targets
+class ChainTarget(Target):
+    """What a chain kernel sees of a model at a fixed theta for one chain latent.
+
+    ``fn(z)`` is the complete-data log joint (one value per chain, z of shape ``(chains, T,
+    *state)``) with the other latents held fixed; ``prior`` the chain's prior distribution at
+    theta (a chain distribution with numpy parameters: ``MarkovChain`` has ``log_init`` and
+    ``log_transition``, the Gaussian chains ``linear_gaussian()``); ``emission(zs)`` the
+    per-time-step terms of everything else that involves the chain, for ``zs`` of shape
+    ``(*lead, chains, T, *state)`` (the other latents broadcast over the leading axes), shape
+    ``(*lead, chains, T)``. ``shared`` is True when the emission terms do not depend on the
+    other latents (the chain is the model's only latent), so that what a kernel derives from
+    them at one theta (a factorised precision matrix) stays valid from sweep to sweep until the
+    next :meth:`refresh`. A chain kernel's cached ``logp`` is its own terms (the prior and the
+    emission terms); ``offset``, when known, is the rest of the log joint, a constant at this
+    theta (the chain being the only latent), so that ``logp + offset`` is the log joint
+    (``joint`` is then True) and the E step need not evaluate it again.
+    """
+
+    __slots__ = ("prior", "emission", "shared", "offset")
+
+    def __init__(self, fn, prior, emission, shared=False, offset=None):
+        super().__init__(fn, joint=offset is not None)
+        if not callable(emission):
+            raise TypeError(f"ChainTarget: emission must be callable, got {type(emission).__name__}")
+        self.prior = prior
+        self.emission = emission
+        self.shared = bool(shared)
+        self.offset = None if offset is None else float(offset)

@@ -23,6 +23,13 @@ from .base import Kernel
 __all__ = ["Compose", "ComposeState", "Exact", "ExactState"]
 
 
+def _joint(lp, target):
+    """The log joint per chain from a site's cached terms (plus a chain target's constant rest)."""
+    lp = lp.sum(axis=1) if lp.ndim == 2 else lp
+    offset = getattr(target, "offset", None)
+    return lp if offset is None else lp + offset
+
+
 class ComposeState(NamedTuple):
     sites: dict  # site name -> the site kernel's state
     loglik: np.ndarray | None = None  # log joint at the current z when known for free
@@ -105,18 +112,13 @@ class Compose:
             ss, infos[n] = k.step(ss, ld, rng, adapt)
             sites[n] = ss
             z[n] = ss.z
-        loglik = None
-        if ld is not None and ld.joint:
-            lp = sites[self.order[-1]].logp
-            loglik = lp.sum(axis=1) if lp.ndim == 2 else lp
+        loglik = _joint(sites[self.order[-1]].logp, ld) if ld is not None and ld.joint else None
         return ComposeState(sites, loglik), infos
 
     def _joint_cache(self, sites, target, z):
         n = self.order[-1]
-        if target.site(n, z, self.kernels[n]).joint:
-            lp = sites[n].logp
-            return lp.sum(axis=1) if lp.ndim == 2 else lp
-        return None
+        ld = target.site(n, z, self.kernels[n])
+        return _joint(sites[n].logp, ld) if ld.joint else None
 
     def log_joint(self, state, target):
         """The complete-data log joint (chains,) at the current state (cached when possible)."""

@@ -3,6 +3,10 @@
 ``auto`` reads each latent's support and unit structure:
 
 * the model has an exact posterior sampler -> :class:`Exact` (all sites at once);
+* a latent that forms a chain (``model.chains``): a discrete chain -> :class:`FFBS` (forward
+  filtering backward sampling of the whole path); a continuous chain with Gaussian emission
+  terms -> :class:`KalmanSmoother` (the whole path from its Gaussian full conditional); any
+  other continuous chain -> :class:`CSMC` (conditional SMC);
 * a :class:`~mcem.Discrete` latent -> :class:`Gibbs` (per unit when per-unit terms exist);
 * a unit :class:`~mcem.Continuous` latent with per-unit terms (``model.conditionals[site]`` or a
   per-unit log joint) -> per-unit :class:`RWM`;
@@ -21,7 +25,10 @@ import numpy as np
 
 from .base import Kernel
 from .compose import Compose, Exact
+from .csmc import CSMC
 from .ensemble import Emcee
+from .ffbs import FFBS
+from .kalman import KalmanSmoother
 from .gibbs import Gibbs
 from .mala import MALA
 from .metropolis import RWM
@@ -29,7 +36,8 @@ from .metropolis import RWM
 __all__ = ["KERNELS", "build_kernel", "site_mode", "auto_site_kernel"]
 
 #: Site kernels by name.
-KERNELS = {"gibbs": Gibbs, "rwm": RWM, "mala": MALA, "emcee": Emcee}
+KERNELS = {"gibbs": Gibbs, "rwm": RWM, "mala": MALA, "emcee": Emcee, "ffbs": FFBS, "kalman": KalmanSmoother,
+           "csmc": CSMC}
 EMCEE_MAX_SIZE = 10
 
 
@@ -65,7 +73,10 @@ def auto_site_kernel(model, name, n_chains, options=None):
     """The kernel ``sampler="auto"`` picks for one site (``options``: kernel name -> kwargs)."""
     options = options or {}
     spec = model.latents[name]
-    if spec.is_discrete:
+    chain = model.chains.get(name)
+    if chain is not None:
+        kind = "ffbs" if spec.is_discrete else ("kalman" if chain.gaussian else "csmc")
+    elif spec.is_discrete:
         kind = "gibbs"
     elif spec.unit and site_mode(model, name) in ("conditional", "per_unit"):
         kind = "rwm"
@@ -92,6 +103,12 @@ class LatentGrad:
 def _bind(kernel, model, name, n_chains):
     spec = model.latents[name]
     kernel.check_spec(spec, name)
+    if getattr(kernel, "chain", False) and name not in model.chains:
+        raise ValueError(
+            f"sampler: the {type(kernel).__name__} kernel samples a latent that forms a chain; latent "
+            f"{name!r} of model {model.name!r} is not one (declare it with a chain distribution such as "
+            "dist.MarkovChain or dist.GaussianRandomWalk, or pass Model(chains=...))"
+        )
     if isinstance(kernel, MALA) and kernel.grad is None:
         if model.grad_latents_fn is None:
             raise ValueError(
@@ -112,7 +129,7 @@ def build_kernel(model, sampler="auto", *, n_chains=4, options=None):
     model : Model
     sampler : str, Kernel, Compose, Exact or dict
         ``"auto"``; ``"exact"``; a kernel name (``"gibbs"``, ``"rwm"``, ``"mala"``,
-        ``"emcee"``) or a site-kernel instance used for every site; a :class:`Compose`; or a
+        ``"emcee"``, ``"ffbs"``, ``"kalman"``, ``"csmc"``) or a site-kernel instance used for every site; a :class:`Compose`; or a
         dict site -> name or kernel (sites left out are chosen automatically).
     n_chains : int
     options : dict, optional

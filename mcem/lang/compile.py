@@ -13,6 +13,8 @@ import numpy as np
 from .._jax import available as jax_available
 from .._validation import check_data, with_context
 from ..core import Model
+from ..inference.chainlik import ExactChainLoglik, exact_chain_name
+from .chains import NumpyChainPieces, NumpyEmission, build_chains, chain_latents
 from .jaxcompile import JaxModel
 from .structure import find_closed_forms
 from .subset import row_subset
@@ -180,8 +182,10 @@ def compile_model(fn, data, trusted_units=None, jit=True):
     unit_latents = [n for n, s in lat_sites.items() if s.unit]
     shapes = {n: s.shape for n, s in lat_sites.items()}
 
-    # Sparse maps from observation elements to the units of each unit latent.
-    maps = unit_maps(trace.sites.values(), unit_latents, shapes)
+    # Sparse maps from observation elements to the units of each unit latent (and to the time
+    # steps of each chain latent).
+    chain_names = chain_latents(lat_sites)
+    maps = unit_maps(trace.sites.values(), unit_latents, shapes, chains=chain_names)
 
     first_latent = next(iter(lat_sites))
 
@@ -291,6 +295,18 @@ def compile_model(fn, data, trusted_units=None, jit=True):
         if site in conditionals:
             log_joint = per_unit
 
+    chains, extra = {}, {}
+    if chain_names:
+        emissions = {n: jm.emission(n) if jm is not None else NumpyEmission(evaluate, maps, n, shapes[n][0])
+                     for n in chain_names}
+        cpieces = jm.chain_pieces if jm is not None else NumpyChainPieces(evaluate, maps, data)
+        chains, problems = build_chains(fn, chain_names, lat_sites, latents, params, init, emissions, cpieces)
+        for problem in problems:
+            warnings.warn(problem, UserWarning, stacklevel=3)
+        exact_name = exact_chain_name(latents, chains)
+        if exact_name is not None:
+            extra["loglik"] = ExactChainLoglik(exact_name, chains[exact_name], latents[exact_name], total)
+
     log_joint.__name__ = name
     factorised = bool(unit_latents) and set(unit_latents) <= set(conditionals)
     block = functools.partial(compile_model, trusted_units=frozenset(unit_latents), jit=jit)
@@ -318,8 +334,10 @@ def compile_model(fn, data, trusted_units=None, jit=True):
         log_joint_total=total,
         n_obs=count_observations(trace) or None,
         subset=row_subset(fn, data, trace, unit_latents, shapes, block) if factorised else None,
+        chains=chains,
         name=name,
         **exact,
+        **extra,
     )
     out._rebuild = (compile_model, (fn, data, trusted_units, jit))
     out.partial_mstep = cf if cf is not None and not cf.complete else None

@@ -147,6 +147,24 @@ class JaxModel:
         _, parts, _ = self._split(t, site)
         return parts, sum(lp.sum() for _, lp in t.values())
 
+    def emission1(self, theta, z, site):
+        """Per-time-step terms of the sites filed under chain ``site``'s time steps, shape (T,)."""
+        t = self.terms(theta, z)
+        return self._filed(t, site)[0]
+
+    def _filed(self, t, site):
+        seg = self.jax.ops.segment_sum
+        n = self.shapes[site][0]
+        parts = {name: seg(lp, self.unit_index[name][site], num_segments=n,
+                           indices_are_sorted=self.sorted_index[name][site])
+                 for name, (kind, lp) in t.items() if site in self.unit_index.get(name, {})}
+        return (sum(parts.values()) if parts else self.ns.np.zeros(n)), parts
+
+    def chain_pieces1(self, theta, z, site):
+        """({site: its terms per time step of chain ``site``}, the total without the chain's prior)."""
+        t = self.terms(theta, z)
+        return self._filed(t, site)[1], sum(lp.sum() for name, (_, lp) in t.items() if name != site)
+
     def theta_of_u(self, u):
         """The constrained parameters of the flat unconstrained vector ``u`` (traceable)."""
         out = {}
@@ -236,6 +254,15 @@ class JaxModel:
             return self._map(("per_unit", site), lambda th, z1: self.per_unit1(th, z1, site), theta, z)
 
         return per_unit
+
+    def emission(self, site):
+        def emission(theta, z, data=None):
+            return self._map(("emission", site), lambda th, z1: self.emission1(th, z1, site), theta, z)
+
+        return emission
+
+    def chain_pieces(self, theta, z, site):
+        return self._map(("chain_pieces", site), lambda th, z1: self.chain_pieces1(th, z1, site), theta, z)
 
     def pieces(self, theta, z, site):
         return self._map(("pieces", site), lambda th, z1: self.pieces1(th, z1, site), theta, z)

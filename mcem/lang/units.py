@@ -22,27 +22,44 @@ __all__ = ["unit_maps", "scatter", "check_units"]
 _CHECK_BATCH = 16  # batch elements per evaluation in the unit-independence check
 
 
-def unit_maps(sites, unit_latents, shapes):
+def _obs_shape(s):
+    vshape = np.shape(s.value)
+    return vshape[: len(vshape) - len(getattr(s.dist, "event_shape", ()))] if s.kind == "observe" else vshape
+
+
+def unit_maps(sites, unit_latents, shapes, chains=()):
     """{observe site: {unit latent: sparse (n_obs, n_units) map}} from the ``unit_index`` of
-    each observation, checked (integer, 1-D, one entry per observed row, within the units)."""
+    each observation, checked (integer, 1-D, one entry per observed row, within the units).
+
+    ``chains``: latents that form a chain over their first axis (time). A ``unit_index`` may
+    file rows under a chain's time steps too; with one chain, an observation without an index
+    for it whose first axis has the chain's length is filed row t under time step t."""
     maps: dict[str, dict[str, sparse.csr_matrix]] = {}
+    chains = list(chains)
+    targets = list(unit_latents) + chains
     for s in sites:
-        if s.kind not in ("observe", "factor") or s.unit_index is None:
+        if s.kind not in ("observe", "factor"):
             continue
         idx = s.unit_index
-        if not isinstance(idx, Mapping):
-            if len(unit_latents) != 1:
+        if idx is None:
+            idx = {}
+        elif not isinstance(idx, Mapping):
+            plain = list(unit_latents) if unit_latents else chains
+            if len(plain) != 1:
                 raise ValueError(
                     f"observe {s.name!r}: unit_index must be a dict {{latent name: index}} when the model "
-                    f"has {len(unit_latents)} unit latents ({unit_latents})"
+                    f"has {len(plain)} unit latents ({plain})"
                 )
-            idx = {unit_latents[0]: idx}
+            idx = {plain[0]: idx}
+        obs_shape = _obs_shape(s)
+        if len(chains) == 1 and chains[0] not in idx and obs_shape and obs_shape[0] == shapes[chains[0]][0]:
+            idx = {**idx, chains[0]: np.arange(obs_shape[0])}
+        if not idx:
+            continue
         maps[s.name] = {}
-        vshape = np.shape(s.value)
-        obs_shape = vshape[: len(vshape) - len(getattr(s.dist, "event_shape", ()))]
         for lat, ix in idx.items():
-            if lat not in unit_latents:
-                raise ValueError(f"observe {s.name!r}: unit_index names {lat!r}, which is not a unit latent ({unit_latents})")
+            if lat not in targets:
+                raise ValueError(f"observe {s.name!r}: unit_index names {lat!r}, which is not a unit latent ({targets})")
             where = f"observe {s.name!r}: unit_index[{lat!r}]"
             ix = np.asarray(ix)
             n_units = shapes[lat][0]

@@ -5,10 +5,14 @@ hold them have other names (``mcem.models.censored``, ``mixture``, ``missing``,
 ``random_intercept``, ...), so that ``from mcem.models import tobit`` is always the function.
 """
 
-from . import censored, crossed, glmm_model, glmm_quadrature, linear_gaussian, linkage, missing, mixture, pumps, random_intercept
+from . import (censored, crossed, glmm_model, glmm_quadrature, hmm, level, linear_gaussian, linkage, missing, mixture,
+               pumps, random_intercept, stochvol)
 from .crossed import crossed_logit, salamander
 from .mixture import GaussianMixture, gaussian_mixture
 from .glmm_model import random_intercept_glmm
+from .hmm import gaussian_hmm
+from .level import local_level
+from .stochvol import stochastic_volatility
 from .glmm_quadrature import fit_quadrature, quadrature_loglik
 from .linear_gaussian import factor_analysis, implied_covariance
 from .linkage import genetic_linkage, linkage_mle
@@ -40,6 +44,12 @@ __all__ = [
     "factor_analysis",
     "fit_quadrature",
     "gaussian_mixture",
+    "gaussian_hmm",
+    "local_level",
+    "stochastic_volatility",
+    "stochvol",
+    "hmm",
+    "level",
     "implied_covariance",
     "missing_normal",
     "quadrature_loglik",

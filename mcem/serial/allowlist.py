@@ -19,7 +19,10 @@ import numpy as np
 from ..distributed import ShardedState
 from ..estep import EStepState
 from ..kernels.compose import ComposeState, ExactState
+from ..kernels.csmc import CSMCState
 from ..kernels.ensemble import EmceeState
+from ..kernels.ffbs import FFBSState
+from ..kernels.kalman import KalmanState
 from ..kernels.gibbs import GibbsState
 from ..kernels.metropolis import RWMState
 
@@ -34,6 +37,9 @@ _STATES = (
     ("RWMState", RWMState, "mcem.kernels.metropolis"),
     ("GibbsState", GibbsState, "mcem.kernels.gibbs"),
     ("EmceeState", EmceeState, "mcem.kernels.ensemble"),
+    ("FFBSState", FFBSState, "mcem.kernels.ffbs"),
+    ("CSMCState", CSMCState, "mcem.kernels.csmc"),
+    ("KalmanState", KalmanState, "mcem.kernels.kalman"),
 )
 
 #: Stable name -> the chain-state class rebuilt for it.
