@@ -222,3 +222,9 @@ def test_stochastic_volatility_uses_csmc_and_a_particle_likelihood_that_matches_
     assert est.method.startswith("particle") and 0 < est.mcse <= 0.05
     grid = stochvol.grid_loglik(y, -1.0, 0.9, 0.35, n_grid=400)
     assert abs(est.value - grid) < 4 * est.mcse + 0.01
+
+
+def test_describe_names_the_chain_and_its_sampler():
+    text = hmm(y=simulate_hmm(12), K=2).describe()
+    assert "s: Discrete(2 states), shape (12,) (a chain over axis 0: the whole path at once by forward" in text
+    assert "also: exact log-likelihood" in text

@@ -55,6 +55,11 @@ def describe_model(model) -> str:
         kind = f"Discrete({s.K} states)" if s.is_discrete else f"Continuous({s.support!r})"
         unit = f", {s.shape[0]} conditionally independent units" if s.unit else ""
         upd = " (unit terms checked: updated unit by unit)" if (s.unit and (n in model.conditionals or model.per_unit)) else ""
+        chain = model.chains.get(n)
+        if chain is not None:
+            how = ("forward filtering backward sampling" if s.is_discrete else
+                   "the simulation smoother (Gaussian emissions)" if chain.gaussian else "conditional SMC")
+            upd = f" (a chain over axis 0: the whole path at once by {how})"
         out.append(f"  {n}: {kind}, shape {s.shape}{unit}{upd}")
     sites = getattr(model, "sites", None)
     if sites:

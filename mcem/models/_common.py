@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core import Model
 
-__all__ = ["Memo", "bind", "float_matrix", "ready_model"]
+__all__ = ["Memo", "bind", "float_matrix", "float_series", "ready_model"]
 
 #: The keywords of :class:`mcem.Model` a ready model's functions fill, by their names.
 _ROLES = (
@@ -123,3 +123,23 @@ class Memo:
 
     def __repr__(self):
         return f"Memo({getattr(self.fn, '__name__', self.fn)!r}, keys={list(self.keys)})"
+
+
+def float_series(y, name="y", minimum=2) -> np.ndarray:
+    """A private float copy of the 1-D real, finite series ``y`` with at least ``minimum``
+    values (a time series: one observation per time step); TypeError for a non-numeric or
+    complex array, ValueError otherwise."""
+    arr = np.asarray(y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be a numeric array of shape (T,), got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got a complex array")
+    arr = np.array(arr, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one observation per time step), got shape {arr.shape}")
+    if arr.shape[0] < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} observations, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite, got {name}[{bad}] = {arr[bad]}")
+    return arr

@@ -43,7 +43,7 @@ from ..core import Chain, Discrete, Model
 from ..distributions import Normal
 from ..distributions.chains import MarkovChain
 from ..kernels.ffbs import forward_backward, forward_filter_backward_sample
-from ._common import Memo, bind, ready_model
+from ._common import Memo, bind, float_series, ready_model
 
 __all__ = ["gaussian_hmm", "initial_params"]
 
@@ -52,20 +52,7 @@ _VAR_FLOOR = 1e-8
 
 
 def _check_y(y) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"y must be a numeric array of shape (T,), got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError("y must be real, got a complex array")
-    arr = np.array(arr, dtype=float)  # a private copy: the user's array is never written
-    if arr.ndim != 1:
-        raise ValueError(f"y must be 1-D (one observation per time step), got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"y must hold at least 2 observations, got {arr.shape[0]}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"y must be finite, got {int(np.isnan(arr).sum())} NaN and "
-                         f"{int(np.isinf(arr).sum())} infinite value(s)")
-    return arr
+    return float_series(y, "y")
 
 
 def _emission_table(theta, data):

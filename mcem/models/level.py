@@ -52,7 +52,7 @@ from ..kernels.gaussian_chain import (
     prior_band,
     sample_band,
 )
-from ._common import Memo, bind, ready_model
+from ._common import Memo, bind, float_series, ready_model
 
 __all__ = ["local_level", "initial_params"]
 
@@ -60,19 +60,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _VAR_FLOOR = 1e-12
 
 
-def _check_y(y):
-    arr = np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"y must be a numeric 1-D array (a time series), got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"y must be 1-D (a time series of length T), got shape {arr.shape}")
-    if arr.size < 2:
-        raise ValueError(f"y needs at least 2 observations, got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(f"y must be finite, got y[{bad}] = {arr[bad]}")
-    return arr
+def _check_y(y) -> np.ndarray:
+    return float_series(y, "y")
 
 
 def initial_params(y) -> dict:

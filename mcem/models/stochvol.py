@@ -34,6 +34,7 @@ from ..core import Model
 from ..derivatives import central_hessian
 from ..kernels.ffbs import forward_backward
 from ..lang import model
+from ._common import float_series
 
 __all__ = ["stochastic_volatility", "simulate", "grid_loglik", "grid_mle"]
 
@@ -48,10 +49,7 @@ def _sv(m, y):
 
 
 def _returns(y):
-    y = np.array(y, dtype=float)
-    if y.ndim != 1 or y.size < 3 or not np.all(np.isfinite(y)):
-        raise ValueError(f"y must be a 1-D array of at least 3 finite returns, got shape {np.shape(y)}")
-    return y
+    return float_series(y, "y", minimum=3)
 
 
 def stochastic_volatility(y) -> Model:
