@@ -12,6 +12,9 @@ Cases (targets from the project's performance issue):
    target <= 2 GiB;
 5. seconds per exact EM iteration for N from 10^3 to 10^6 and the fitted exponent (target 1);
 6. the GLMM's E step serially vs sharded over a 2-process pool: target >= 1.6 (benchmarks/glmm.py).
+7. checkpoint cost (benchmarks/bench_checkpoint.py).
+8. the HMM's FFBS sweep against one log-joint evaluation, and the exponent of its cost in T
+   (benchmarks/bench_chains.py): targets <= 3 and 1.
 scikit-learn is needed for case 1 only (a benchmark-only dependency: pip install scikit-learn).
 Machines here are noisy: compare the ratios, not the seconds.
 """
@@ -146,6 +149,9 @@ def main(quick=False, out=None):
     import bench_checkpoint  # noqa: E402 - beside this file
 
     rows.append(bench_checkpoint.row(repeats=3 if quick else 5))
+    import bench_chains  # noqa: E402 - beside this file
+
+    rows.append(bench_chains.row(quick))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'case':<{width}} | measured | target |", f"|{'-' * (width + 2)}|----------|--------|"]
     lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]

@@ -14,14 +14,12 @@ float64 arrays; the uniforms of the samplers come from the caller's Generator.
 The pool versions (:func:`pool_forward_backward_sample`, :func:`pool_forward`) run the same
 recursions for a continuous chain restricted to ``P`` candidate states per step (conditional SMC
 with independent proposals), with the transition densities of the linear-Gaussian prior
-``x_t | x_{t-1} ~ N(F x_{t-1} + c, Q)`` computed inside the scan (memory O(T P)).
-
-:class:`FFBS` is the site kernel of a discrete chain latent (a :class:`~mcem.kernels.base.ChainTarget`).
+``x_t | x_{t-1} ~ N(F x_{t-1} + c, Q)`` computed inside the scan (memory O(T P)). :class:`FFBS`
+is the site kernel of a discrete chain latent (a :class:`~mcem.kernels.base.ChainTarget`).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import NamedTuple
 
@@ -33,7 +31,7 @@ from .base import ChainTarget, Kernel, SiteInfo
 __all__ = ["FFBS", "FFBSState", "ForwardBackward", "forward_backward", "forward_filter_backward_sample",
            "path_log_prior", "pool_forward", "pool_forward_backward_sample"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2PI = float(np.log(2.0 * np.pi))
 _JITTED = {}
 
 
@@ -287,7 +285,7 @@ def _pool_args(pool, log_weight, lg):
         if not hasattr(lg, name):
             raise TypeError(f"lg must be a LinearGaussian (m0, P0, F, c, Q), got {type(lg).__name__} without {name!r}")
         v = _real(getattr(lg, name), f"lg.{name}", (0, 1, 2), allow_neg_inf=False)
-        if v.size != math.prod(shape):
+        if v.size != int(np.prod(shape)):
             raise ValueError(f"lg.{name} must have shape {shape} for a state of dimension d={d}, got {v.shape}")
         parts[name] = v.reshape(shape)
     (W0, ld0), (WQ, ldQ) = _gauss_parts(parts["P0"], "P0"), _gauss_parts(parts["Q"], "Q")
@@ -419,9 +417,9 @@ class FFBS(Kernel):
     chain's whole path exactly from its full conditional (no Metropolis test, no mixing time).
 
     The emission terms are evaluated once per step on a ``(K, chains, T)`` broadcast array of the
-    K states. When the target is ``shared`` (the chain is the model's only latent), the forward
-    filter at one theta (one prior object) is kept and reused by the following steps until
-    :meth:`refresh`, so that a step then costs one backward pass.
+    K states. When the target is ``shared`` (the chain is the model's only latent) one forward
+    filter (on ``(K, 1, T)``) serves every chain, and it is kept at one theta (one prior object)
+    until :meth:`refresh`, so that a following step costs one backward pass.
 
     Parameters
     ----------
@@ -470,10 +468,14 @@ class FFBS(Kernel):
     def step(self, state, target, rng, adapt=False):
         prior, (C, T), memo = self._prior(target), state.z.shape, self._memo
         if memo is None or not target.shared or memo[0] is not prior or memo[1] != (C, T):
-            li, lA, le, tv = _discrete_args(prior.log_init, prior.log_transition, self._emission_states(target, C, T))
+            n = 1 if target.shared else C  # shared: the chains' emissions agree, one filter serves all
+            li, lA, le, tv = _discrete_args(prior.log_init, prior.log_transition, self._emission_states(target, n, T))
             with x64():
                 alphas, ll = _discrete_filter(li, lA, le, tv)
                 ll = np.array(ll)
+                if n < C:
+                    alphas = jax().numpy.broadcast_to(alphas, (C,) + tuple(alphas.shape[1:]))
+                    le = np.broadcast_to(le, (C,) + le.shape[1:])
             if np.any(ll == -np.inf):
                 raise ValueError(f"FFBS: every path of chain(s) {np.flatnonzero(ll == -np.inf).tolist()} has "
                                  "probability zero under the chain's prior and emission terms at this theta")
