@@ -228,3 +228,32 @@ def test_describe_names_the_chain_and_its_sampler():
     text = hmm(y=simulate_hmm(12), K=2).describe()
     assert "s: Discrete(2 states), shape (12,) (a chain over axis 0: the whole path at once by forward" in text
     assert "also: exact log-likelihood" in text
+
+
+def test_a_hand_written_model_declares_its_chain_and_gets_ffbs_and_the_exact_likelihood():
+    """Model(chains=...) with a plain numpy log joint: FFBS is chosen and fit.loglik's
+    marginal_loglik is the forward algorithm's value (brute force over all paths)."""
+    y = simulate_hmm(6, seed=8)
+    K = 2
+
+    def emission(theta, z, data):
+        s = np.asarray(z["s"])
+        return stats.norm.logpdf(data, theta["mu"][s], theta["sigma"][s])
+
+    def prior(theta, data):
+        return dist.MarkovChain(np.full(K, 0.5), theta["A"], length=len(data))
+
+    def log_joint(theta, z, data):
+        return prior(theta, data).log_prob(z["s"]) + emission(theta, z, data).sum(-1)
+
+    model = mcem.Model(log_joint, data=y, params={"A": C.simplex(K, batch=(K,)), "mu": C.real(shape=(K,)),
+                                                  "sigma": C.positive(shape=(K,))},
+                       latents={"s": mcem.Discrete(K, shape=(6,))},
+                       chains={"s": mcem.Chain(prior, emission)})
+    assert type(EStep(model).kernel.kernels["s"]).__name__ == "FFBS"
+    theta = {"A": np.array([[0.8, 0.2], [0.3, 0.7]]), "mu": np.array([0.0, 2.0]), "sigma": np.array([0.7, 1.0])}
+    est = mcem.inference.marginal_loglik(model, theta)
+    assert est.mcse == 0.0 and est.value == pytest.approx(brute_force_loglik(y, theta, K), abs=1e-9)
+    with pytest.raises(TypeError, match="chains\\['s'\\] must be an mcem.Chain"):
+        mcem.Model(log_joint, data=y, params={"mu": C.real}, latents={"s": mcem.Discrete(K, shape=(6,))},
+                   chains={"s": prior})
