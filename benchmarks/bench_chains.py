@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import os
 import platform
 import pstats
@@ -46,8 +47,7 @@ import warnings
 import numpy as np
 
 import mcem
-from mcem import _jax, dist
-from mcem import constraints as C
+from mcem import _jax
 from mcem.models import stochvol
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
@@ -58,13 +58,16 @@ NAMED = ("_emission_states", "_discrete_args", "path_log_prior", "_own", "chain_
          "draw_band", "quadratic_emission", "factor_band", "gaussian_proposal", "pool_forward_backward_sample")
 
 
-@mcem.model
-def hmm(m, y, K):
-    A = m.param("A", constraint=C.simplex(K, batch=(K,)))
-    mu = m.param("mu", shape=K, init=np.quantile(y, (np.arange(K) + 0.5) / K))
-    sigma = m.param("sigma", shape=K, constraint=C.positive)
-    s = m.latent("s", dist.MarkovChain(np.full(K, 1.0 / K), A, length=len(y)))
-    m.observe("y", dist.Normal(mu[s], sigma[s]), y)
+def _example(name):
+    """The model of ``examples/<name>.py`` (the model a user writes, measured as written there)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+hmm = _example("hmm").hmm
 
 
 # ---------------------------------------------------------------------------- data
