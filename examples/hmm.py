@@ -86,11 +86,12 @@ def run(seed=1, out="hmm.png", T=500):
     print(table)
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), constrained_layout=True)
     p1 = smoothed(y, results["mcem"].params)
-    axes[0].scatter(np.arange(T), y, c=p1, cmap="coolwarm", s=8, vmin=0, vmax=1)
+    dots = axes[0].scatter(np.arange(T), y, c=p1, cmap="coolwarm", s=8, vmin=0, vmax=1)
+    fig.colorbar(dots, ax=axes[0], label="p(state 1 | y)")
     axes[0].set(title="data coloured by p(state 1 | y) at the MCEM estimate", xlabel="t", ylabel="y")
     for name, r in results.items():
         axes[1].plot(r.history.params("mu")[:, 1], label=name)
-    axes[1].set(title="mu[1] per iteration", xlabel="iteration", ylabel="mu[1]")
+    axes[1].set(title="mu[1] per iteration (Baum-Welch = em)", xlabel="iteration", ylabel="mu[1]")
     axes[1].legend()
     if out:
         fig.savefig(out, dpi=100)
