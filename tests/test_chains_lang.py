@@ -204,8 +204,7 @@ def test_conditional_smc_leaves_the_exact_gaussian_posterior_invariant():
     draws = es.run(theta, st, 1500, 1).draws["x"]
     mean, cov = dense_posterior(y, 0.2, 1.0, 0.5)
     assert_mean(draws, mean, floor=0.01)
-    var = draws.reshape(-1, 15).var(axis=0)
-    np.testing.assert_allclose(var, np.diag(cov), rtol=0.15)
+    assert_mean((draws - mean) ** 2, np.diag(cov), floor=0.01)  # the variances, within 4 MCSE
 
 
 def test_stochastic_volatility_uses_csmc_and_a_particle_likelihood_that_matches_the_grid():

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from _mc import fd_grad
+
 import mcem.distributions as D
 from mcem import constraints
 
@@ -386,19 +388,6 @@ def _jit(jax, f, *args):
     return jax.jit(f).lower(*args).compile(compiler_options=opts)(*args)
 
 
-def _fd_grad(f, p, name, h=1e-6):
-    """Central finite differences of the numpy function f(p) in the entries of p[name]."""
-    x = np.array(p[name], dtype=float)
-    g = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        step = h * max(1.0, abs(x[i]))
-        up, dn = x.copy(), x.copy()
-        up[i] += step
-        dn[i] -= step
-        g[i] = (f({**p, name: up}) - f({**p, name: dn})) / (2 * step)
-    return g
-
-
 def _norm_rows(w):
     return w / w.sum(axis=-1, keepdims=True)
 
@@ -453,9 +442,9 @@ def test_jax_log_prob_and_grad_equal_the_numpy_path(name):
     for k in p:
         g = np.asarray(grad[k])
         assert np.all(np.isfinite(g)), (k, g)
-        np.testing.assert_allclose(g, _fd_grad(total, p, k), rtol=1e-6, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(g, fd_grad(total, p, k), rtol=1e-6, atol=1e-6, err_msg=k)
     if continuous:
-        fd = _fd_grad(lambda q: float(np.sum(make(p).log_prob(q["x"]))), {"x": x}, "x")
+        fd = fd_grad(lambda q: float(np.sum(make(p).log_prob(q["x"]))), {"x": x}, "x")
         np.testing.assert_allclose(np.asarray(grad_v), fd, rtol=1e-6, atol=1e-6)
 
 
@@ -494,7 +483,7 @@ def test_jax_grad_is_finite_next_to_masked_non_finite_paths(name):
         inside, g = _jit(jax, f, {k: jnp.asarray(v) for k, v in p.items()})
     assert inside[0] and not np.any(inside[1:])
     for k in p:  # the oracle: finite differences of the numpy log density of the finite path
-        fd = _fd_grad(lambda q: float(make(q).log_prob(x[0])), p, k)
+        fd = fd_grad(lambda q: float(make(q).log_prob(x[0])), p, k)
         np.testing.assert_allclose(np.asarray(g[k]), fd, rtol=1e-6, atol=1e-6, err_msg=k)
 
 

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from _mc import fd_grad
+
 import mcem.distributions as D
 
 jax = pytest.importorskip("jax")
@@ -192,19 +194,6 @@ def test_every_distribution_has_a_case():
     assert listed <= covered, f"distributions without a JAX test: {sorted(listed - covered)}"
 
 
-def _fd_grad(f, p, name, h=1e-6):
-    """Central finite differences of the numpy function f(p) in the entries of p[name]."""
-    x = np.array(p[name], dtype=float)
-    g = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        step = h * max(1.0, abs(x[i]))
-        up, dn = x.copy(), x.copy()
-        up[i] += step
-        dn[i] -= step
-        g[i] = (f({**p, name: up}) - f({**p, name: dn})) / (2 * step)
-    return g
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_jax_log_prob_and_grad_equal_the_numpy_path_under_jit(name):
     case, p, x = _draw(name)
@@ -233,9 +222,9 @@ def test_jax_log_prob_and_grad_equal_the_numpy_path_under_jit(name):
     for k in p:
         g = np.asarray(grad[k])
         assert np.all(np.isfinite(g)), (k, g)
-        np.testing.assert_allclose(g, _fd_grad(total_np, p, k), rtol=1e-6, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(g, fd_grad(total_np, p, k), rtol=1e-6, atol=1e-6, err_msg=k)
     if case.value_grad:
-        fd = _fd_grad(lambda q: float(np.sum(case.make(p).log_prob(q["x"]))), {"x": x}, "x")
+        fd = fd_grad(lambda q: float(np.sum(case.make(p).log_prob(q["x"]))), {"x": x}, "x")
         np.testing.assert_allclose(np.asarray(grad_v), fd, rtol=1e-6, atol=1e-6)
 
 
