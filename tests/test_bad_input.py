@@ -76,8 +76,16 @@ X = np.random.default_rng(0).normal(size=(40, 2))
 GM = mcem.models.gaussian_mixture(X, 2)
 TH = GM.default_theta()
 
+def _lj_chain(theta, z, data=None):
+    return np.zeros(np.shape(z["s"])[:-1])
+
+
 CASES = [
     # (entry point, what, callable, exception, message regex)
+    ("Model", "chains entry not a Chain", lambda: mcem.Model(_lj_chain, params={"mu": C.real}, latents={"s": mcem.Discrete(2, shape=(5,))}, chains={"s": _lj_chain}), TypeError, r"chains\['s'\] must be an mcem.Chain, got function"),
+    ("Model", "chain latent declared with unit=True", lambda: mcem.Model(_lj_chain, params={"mu": C.real}, latents={"s": mcem.Discrete(2, shape=(5,), unit=True)}, chains={"s": mcem.Chain(_lj_chain, _lj_chain)}), ValueError, r"chains\['s'\]: a chain latent cannot be declared with unit=True"),
+    ("dist", "MarkovChain without a length", lambda: mcem.dist.MarkovChain(np.full(2, 0.5), np.full((2, 2), 0.5)), TypeError, r"MarkovChain: length \(the number of time steps, a positive int\) is required, got None"),
+    ("EStep", "a chain sampler on a latent that is not a chain", lambda: mcem.EStep(mcem.Model(_lj_chain, params={"mu": C.real}, latents={"s": mcem.Discrete(2, shape=(5,))}), sampler="ffbs"), ValueError, r"sampler: the FFBS kernel samples a latent that forms a chain; latent 's' of model"),
     ("Model", "NaN in data", lambda: re_model(data=np.array([1.0, np.nan, 0.0])), ValueError, r"data must be finite, got 1 NaN"),
     ("Model", "inf in data", lambda: re_model(data=np.array([1.0, np.inf, 0.0])), ValueError, r"data must be finite, got 0 NaN and 1 inf"),
     ("Model", "empty data", lambda: re_model(data=np.zeros(0)), ValueError, r"data is empty"),
