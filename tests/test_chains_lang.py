@@ -256,3 +256,19 @@ def test_a_hand_written_model_declares_its_chain_and_gets_ffbs_and_the_exact_lik
     with pytest.raises(TypeError, match="chains\\['s'\\] must be an mcem.Chain"):
         mcem.Model(log_joint, data=y, params={"mu": C.real}, latents={"s": mcem.Discrete(K, shape=(6,))},
                    chains={"s": prior})
+
+
+def test_a_chain_model_evaluated_with_numpy_gives_the_same_chain_and_likelihood():
+    """@mcem.model(jit=False): the emission terms come from the numpy evaluation; the chain,
+    its sampler and the exact log-likelihood agree with the compiled model."""
+    y = simulate_hmm(9, seed=5)
+    numpy_hmm = mcem.model(hmm.fn, jit=False)
+    a, b = hmm(y=y, K=2), numpy_hmm(y=y, K=2)
+    assert set(b.chains) == {"s"} and b.compiled_by.startswith("numpy")
+    assert type(EStep(b).kernel.kernels["s"]).__name__ == "FFBS"
+    theta = {"A": np.array([[0.6, 0.4], [0.25, 0.75]]), "mu": np.array([0.3, 1.9]), "sigma": np.array([0.8, 1.2])}
+    assert b.exact_loglik(theta) == pytest.approx(a.exact_loglik(theta), abs=1e-10)
+    assert b.exact_loglik(theta) == pytest.approx(brute_force_loglik(y, theta, 2), abs=1e-9)
+    z = {"s": np.random.default_rng(0).integers(0, 2, size=(3, 9))}
+    np.testing.assert_allclose(b.chains["s"].emission(theta, z, b.data), a.chains["s"].emission(theta, z, a.data),
+                               rtol=1e-12)
