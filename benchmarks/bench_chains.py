@@ -38,7 +38,6 @@ import argparse
 import cProfile
 import importlib.util
 import os
-import platform
 import pstats
 import sys
 import time
@@ -47,10 +46,9 @@ import warnings
 import numpy as np
 
 import mcem
-from mcem import _jax
+from machine import header  # noqa: E402 - beside this file
 from mcem.models import stochvol
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
 N_CHAINS, K = 4, 2
 WHAT = ("run", "step_new", "step_same", "log_joint")
 #: Package functions the profile always lists when they ran (the pieces of a sweep and of an E step).
@@ -88,25 +86,6 @@ def timed(fn):
     c, w = time.process_time(), time.perf_counter()
     out = fn()
     return out, time.process_time() - c, time.perf_counter() - w
-
-
-def header(argv):
-    print("command:", " ".join([os.path.basename(sys.executable)] + argv))
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    print("threads:", ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARS),
-          f"| os.cpu_count()={os.cpu_count()} | CPU affinity {affinity}")
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print("machine:", cpu, "|", platform.platform(), "| python", platform.python_version())
-    print("load average (1, 5, 15 min):", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    print(f"numpy {np.__version__}, BLAS: {blas.get('name', '?')} {blas.get('version', '')}"
-          f" ({blas.get('openblas configuration', '').strip()})")
-    print("jax", _jax.jax().__version__, "| mcem", mcem.__version__, flush=True)
 
 
 class Case:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 import warnings
@@ -31,12 +30,12 @@ import warnings
 import numpy as np
 
 import mcem
+from machine import header  # noqa: E402 - beside this file
 from mcem import constraints as C
-from mcem import _jax, dist
+from mcem import dist
 from mcem.models import glmm_model
 from mcem.models.theophylline import theophylline_data, theophylline_model
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
 
 
 @mcem.model
@@ -73,27 +72,6 @@ def med_time(fn, reps):
     fn()
     ts = np.array([timed(fn)[1:] for _ in range(reps)])
     return np.median(ts, axis=0)
-
-
-def header(argv):
-    print("command:", " ".join([os.path.basename(sys.executable)] + argv))
-    print("threads:", ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARS),
-          f"| os.cpu_count()={os.cpu_count()}")
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print("machine:", cpu, "|", platform.platform(), "| python", platform.python_version())
-    try:
-        print("load average (1, 5, 15 min):", ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    except OSError:
-        pass
-    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    print(f"numpy {np.__version__}, BLAS: {blas.get('name', '?')} {blas.get('version', '')}"
-          f" ({blas.get('openblas configuration', '').strip()})")
-    print("jax", _jax.jax().__version__, "| mcem", mcem.__version__, flush=True)
 
 
 def glmm_case(G, k1, k2, repeats):
