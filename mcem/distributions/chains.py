@@ -257,6 +257,13 @@ class _GaussianChain(_Chain):
         """numpy (m0 (d,), L0 (d, d), F (d, d), c (d,), LQ (d, d)); L are Cholesky factors."""
         raise NotImplementedError
 
+    def _finite_path(self, value):
+        """(namespace, its numpy, the path with non-finite entries set to 0, where it was finite)."""
+        ns = self._ns(value)
+        x = self._path(value, ns)
+        finite = ns.np.isfinite(x)
+        return ns, ns.np, safe(ns, finite, x, 0.0), finite
+
     def linear_gaussian(self):
         """The chain as matrices: a :class:`LinearGaussian` (m0, P0, F, c, Q) of new arrays."""
         m0, L0, F, c, LQ = self._factors()
@@ -312,11 +319,7 @@ class _ScalarGaussianChain(_GaussianChain):
             self._log_norm = -xp.log(s0) - (length - 1) * xp.log(s) - length * _HALF_LOG_2PI
 
     def log_prob(self, value):
-        ns = self._ns(value)
-        xp = ns.np
-        x = self._path(value, ns)
-        finite = xp.isfinite(x)
-        x = safe(ns, finite, x, 0.0)
+        ns, xp, x, finite = self._finite_path(value)
         m0, s0, F, c, s = self._coefs
         with np.errstate(invalid="ignore"):
             z0 = (x[..., 0] - m0) / s0
@@ -490,11 +493,7 @@ class LinearGaussianStateSpace(_GaussianChain):
         return (z * z).sum(axis=0).reshape(r.shape[:-1])
 
     def log_prob(self, value):
-        ns = self._ns(value)
-        xp = ns.np
-        x = self._path(value, ns)
-        finite = xp.isfinite(x)
-        x = safe(ns, finite, x, 0.0)
+        ns, xp, x, finite = self._finite_path(value)
         with np.errstate(invalid="ignore"):
             q = self._maha(self._L0, x[..., 0, :] - self.init_loc, ns)
             r = x[..., 1:, :] - x[..., :-1, :] @ self.transition_matrix.T - self._c
