@@ -30,7 +30,7 @@ def fit(
         The model (low-level :class:`mcem.Model` or one compiled by :func:`mcem.model`).
     theta0 : dict, optional
         Starting parameters (constrained scale); default: the model's initial values.
-    method : {"auto", "em", "mcem", "saem", "gem"}
+    method : {"auto", "em", "mcem", "saem", "gem", "vbem"}
         ``"auto"`` (default): exact EM where the model has it (an exact E step and a closed-form
         M step) and no Monte Carlo option is given, otherwise MCEM with the sampler chosen
         automatically.
@@ -41,11 +41,15 @@ def fit(
         ``"saem"``: stochastic approximation EM, judged on its Polyak-Ruppert average
         (:mod:`mcem.algorithms.saem`).
         ``"gem"``: generalized EM with gradient-ascent M steps (:mod:`mcem.algorithms.gem`).
+        ``"vbem"``: variational-Bayes EM: q restricted to a Gaussian per unit (``family=
+        "meanfield"`` or ``"fullrank"``) raised together with theta on the evidence lower bound;
+        the result carries ``elbo``, ``kl`` and ``phi`` (:mod:`mcem.algorithms.vbem`). Its
+        estimate maximises the bound, not the likelihood.
     max_iter : int, optional
         Iteration cap (a ``ConvergenceWarning`` is issued when it stops the run).
     tol : float, optional
         When the run has converged, a non-negative number (0 runs to ``max_iter``). For the
-        Monte Carlo methods (MCEM, SAEM, Monte Carlo GEM) it is a fraction of a standard error,
+        Monte Carlo methods (MCEM, SAEM, Monte Carlo GEM, VB-EM) it is a fraction of a standard error,
         default 0.1: the run stops when further iterations would not move any parameter by more
         than about that many of its standard errors and the Monte Carlo error of the estimate
         is below it, on the natural scale of every parameter (:mod:`mcem.algorithms.rule`). For

@@ -263,7 +263,7 @@ def _short_logp(ck):
 
 TAMPERED = [
     ("unknown method", lambda ck: ck.update(method="mcmc"),
-     r"bad\.mcem' is invalid: unknown method 'mcmc'; expected one of \['em', 'gem', 'mcem', 'saem'\]"),
+     r"bad\.mcem' is invalid: unknown method 'mcmc'; expected one of \['em', 'gem', 'mcem', 'saem', 'vbem'\]"),
     ("history removed", lambda ck: ck.pop("history"), r"bad\.mcem' cannot be read: it lacks 'history'"),
     ("history cut short", lambda ck: ck.update(history=ck["history"][:2]),
      r"bad\.mcem' is invalid: the iteration counter loop\['t'\] = 3 disagrees with the history's 2 row\(s\) "

@@ -22,10 +22,10 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.special import logsumexp
 
 from .. import mstep as M
 from .._validation import check_choice, check_positive_float, check_positive_int
+from ..inference.categorical import enumerable, responsibilities, states
 from ..inference.precision import newton_precision
 from .common import make_estep, track
 from .loop import Config, Stop, checked_update, invalid
@@ -45,31 +45,20 @@ class State(NamedTuple):
     total_draws: int = 0
 
 
-def enumerable(model) -> bool:
-    """Whether the model's only latent is a discrete unit latent with per-unit terms."""
-    names = model.latent_names
-    return (len(names) == 1 and model.latents[names[0]].is_discrete and model.latents[names[0]].unit
-            and model.per_unit)
-
-
 def enumerated_q(model, theta_t):
     """Exact Q for a model whose only latent is Discrete with a unit axis and per-unit terms.
 
     Returns ``(q, loglik)``: ``q(theta) = sum_n sum_k r_nk log p(x_n, z_n = k; theta)`` with
-    responsibilities r at ``theta_t``, and the exact log-likelihood at ``theta_t``.
+    responsibilities r at ``theta_t``, and the exact log-likelihood at ``theta_t``
+    (:mod:`mcem.inference.categorical`).
     """
-    (name,) = model.latent_names
-    spec = model.latents[name]
-    K, N = spec.K, spec.shape[0]
-    states = {name: np.broadcast_to(np.arange(K)[:, None], (K, N))}
-    lp = np.asarray(model.log_joint(theta_t, states))  # (K, N)
-    lse = logsumexp(lp, axis=0)
-    R = np.exp(lp - lse)
+    zs = states(model)
+    R, ll, _ = responsibilities(model, theta_t, zs)
 
     def q(theta):
-        return float(np.sum(R * np.asarray(model.log_joint(theta, states))))
+        return float(np.sum(R * np.asarray(model.log_joint(theta, zs))))
 
-    return q, float(lse.sum())
+    return q, ll
 
 
 def configure(model, *, max_iter, tol, n_steps=1, step_size=0.1, estep="auto", sampler="auto", m=200,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from . import em, gem, loop, saem
+from . import em, gem, loop, saem, vbem
 from . import mcem as mcem_
 from .common import estep_option_names
 
@@ -36,4 +36,4 @@ class Runner:
 
 
 #: Fitting algorithms by name: the registry :func:`mcem.fit` dispatches on.
-METHODS = {m.NAME: Runner(m) for m in (em, mcem_, saem, gem)}
+METHODS = {m.NAME: Runner(m) for m in (em, mcem_, saem, gem, vbem)}

@@ -99,6 +99,8 @@ _LOOP_KEYS = {
              "wdraws": "any", "scores": "any", "next_check": "count"},
     "gem": {"t": "count", "theta": "theta", "hits": "count", "state": "state_or_none", "rng": "rng",
             "per_chain": "count", "total_draws": "count"},
+    "vbem": {"t": "count", "theta": "theta", "phi": "any", "rng": "rng", "m": "count", "hits": "count",
+             "total_draws": "count", "rate": "nonnegative", "last_step": "any", "limited": "count"},
 }
 
 
@@ -190,6 +192,8 @@ def _check_checkpoint(path, ck, model, fmt) -> None:
         if loop["m"] > cfg.m_max or loop["per_chain"] * n_chains > cfg.m_max:
             raise bad(f"the sample sizes loop['m'] = {loop['m']} and loop['per_chain'] = {loop['per_chain']} "
                       f"(x {n_chains} chains) exceed m_max = {cfg.m_max}")
+    if method == "vbem":
+        _check_phi(bad, loop["phi"], cfg)
     t = loop["t"]
     if len(history) != t + 1:
         raise bad(f"the iteration counter loop['t'] = {t} disagrees with the history's "
@@ -200,6 +204,20 @@ def _check_checkpoint(path, ck, model, fmt) -> None:
                       "and it needs a 'params' dict)")
     if method == "gem" and loop["state"] is None and not _gem_exact(model, options):
         raise bad("loop['state'] is None, but this gem run draws its E step by MCMC")
+
+
+def _check_phi(bad, phi, cfg):
+    """A VB-EM loop's variational parameters: None for the categorical q, else a finite vector of
+    the family's size."""
+    if cfg.exact:
+        if phi is not None:
+            raise bad("loop['phi'] must be None for the categorical q of this model")
+        return
+    size = cfg.q.size
+    if not (isinstance(phi, np.ndarray) and phi.dtype == np.float64 and phi.shape == (size,)
+            and np.all(np.isfinite(phi))):
+        got = f"{type(phi).__name__} {getattr(phi, 'dtype', '')} {getattr(phi, 'shape', '')}"
+        raise bad(f"loop['phi'] must be a finite float64 vector of shape ({size},), got {got}")
 
 
 def _gem_exact(model, options) -> bool:
