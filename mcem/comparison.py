@@ -251,16 +251,22 @@ class Comparison:
             ax.set_xlabel("iteration")
             ax.set_ylabel("estimate")
             ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=0)
         ax = axes[len(elems)]
+        bound = False
         for m, r in self.results.items():
             ll = r.history["loglik"]
             if np.any(np.isfinite(ll)):
                 ax.plot(r.history["iter"], ll, "--" if m == self.reference else "-", label=m)
-            elif "elbo" in r.history.columns:
+            elif "elbo" in r.history.columns:  # VB-EM without a log-likelihood: its bound
                 ax.plot(r.history["iter"], r.history["elbo"], ":", label=f"{m} (bound)")
-        ax.set_title("log-likelihood")
+                bound = True
+        ax.set_title("log-likelihood" + (" and the bound" if bound else ""))
         ax.set_xlabel("iteration")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        if ax.get_lines():
+            ax.legend(fontsize="x-small")
         if self.distance_se:
             self._plot_distances(axes[len(elems) + 1], elems)
         for extra in axes[n:]:
