@@ -239,11 +239,12 @@ class Comparison:
         nrows = -(-n // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
         axes = axes.ravel()
+        color = {m: f"C{i}" for i, m in enumerate(self.results)}  # one colour per method in every panel
         for ax, (label, name, idx) in zip(axes, elems, strict=False):
             for m, r in self.results.items():
                 path = r.history.params(name)[(slice(None),) + idx]
                 style = "--" if m == self.reference else "-"
-                ax.plot(r.history["iter"], path, style, label=m, zorder=3 if m == self.reference else 2)
+                ax.plot(r.history["iter"], path, style, color=color[m], label=m, zorder=3 if m == self.reference else 2)
             if self.reference_params is not None and self.reference not in self.results:
                 ax.axhline(float(np.asarray(self.reference_params[name])[idx]), color="k", ls=":", lw=1.2,
                            label=self.reference)
@@ -257,9 +258,9 @@ class Comparison:
         for m, r in self.results.items():
             ll = r.history["loglik"]
             if np.any(np.isfinite(ll)):
-                ax.plot(r.history["iter"], ll, "--" if m == self.reference else "-", label=m)
+                ax.plot(r.history["iter"], ll, "--" if m == self.reference else "-", color=color[m], label=m)
             elif "elbo" in r.history.columns:  # VB-EM without a log-likelihood: its bound
-                ax.plot(r.history["iter"], r.history["elbo"], ":", label=f"{m} (bound)")
+                ax.plot(r.history["iter"], r.history["elbo"], ":", color=color[m], label=f"{m} (bound)")
                 bound = True
         ax.set_title("log-likelihood" + (" and the bound" if bound else ""))
         ax.set_xlabel("iteration")
@@ -268,20 +269,20 @@ class Comparison:
         if ax.get_lines():
             ax.legend(fontsize="x-small")
         if self.distance_se:
-            self._plot_distances(axes[len(elems) + 1], elems)
+            self._plot_distances(axes[len(elems) + 1], elems, color)
         for extra in axes[n:]:
             extra.set_visible(False)
         axes[0].legend(fontsize="small")
         fig.tight_layout()
         return fig
 
-    def _plot_distances(self, ax, elems):
+    def _plot_distances(self, ax, elems, color):
         """Each method's distance from the reference per parameter element, in standard errors."""
         x = np.arange(len(elems))
         k = len(self.distance_se)
         for j, (m, dist) in enumerate(self.distance_se.items()):
             vals = [float(np.asarray(dist[name])[idx]) for _, name, idx in elems]
-            ax.plot(x + (j - (k - 1) / 2) * 0.12, vals, "o", label=m)
+            ax.plot(x + (j - (k - 1) / 2) * 0.12, vals, "o", color=color[m], label=m)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(x, [label for label, _, _ in elems], rotation=45, ha="right", fontsize="small")
         ax.set_ylabel("(estimate - reference) / SE")

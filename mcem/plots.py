@@ -12,7 +12,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .boundplot import plot_bound
+
 __all__ = [
+    "plot_bound",
     "plot_delta_q",
     "plot_diagnostics",
     "plot_fit",

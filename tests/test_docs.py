@@ -93,7 +93,7 @@ def test_code_blocks_run(path, tmp_path, monkeypatch):
 
 
 #: Pages whose code blocks each run on their own (a reader may copy any one of them alone).
-SELF_CONTAINED = [ROOT / "README.md", DOCS / "models.md", DOCS / "chains.md"]
+SELF_CONTAINED = [ROOT / "README.md", DOCS / "models.md", DOCS / "chains.md", DOCS / "vbem.md"]
 
 
 @pytest.mark.parametrize("path", SELF_CONTAINED, ids=lambda p: str(p.relative_to(ROOT)))

@@ -109,3 +109,28 @@ def test_stochastic_volatility_example_reaches_the_grid_mle(tmp_path, capsys):
     assert (tmp_path / "sv.png").stat().st_size > 10_000
     assert out["results"]["saem"].converged
     assert max(abs(d) for d in out["distance"]["saem"].values()) < 0.1, out["distance"]
+
+
+@pytest.mark.slow
+def test_vbem_bound_example(tmp_path, capsys):
+    """The bound's figure of the mixture, and VB-EM's bias on the GLMM's variance component next
+    to MCEM within 0.2 standard errors of the quadrature MLE; the bound's gap is the reported KL."""
+    ex = load("vbem_bound")
+    out = ex.run(seed=0, out=str(tmp_path / "vb"), methods=("mcem", "vbem"))
+    assert (tmp_path / "vb_bound.png").stat().st_size > 20_000
+    assert (tmp_path / "vb_compare.png").stat().st_size > 20_000
+    fits = out["mixture"]
+    for k in fits["em"].params:  # VB-EM with the exact categorical q is exact EM
+        assert np.max(np.abs(fits["em"].params[k] - fits["vbem"].params[k])) < 1e-5
+    dist = out["comparison"].distance_se
+    assert max(np.max(np.abs(v)) for v in dist["mcem"].values()) < 0.2, dist["mcem"]
+    assert dist["vbem"]["sigma"] < -0.25  # the bias, against a Monte Carlo error below 0.1 SE
+    assert np.max(np.abs(dist["vbem"]["beta"])) < 0.15
+    cmp = out["comparison"]
+    assert cmp.reference == "quadrature" and "elbo" in cmp.table()
+    assert cmp.row("vbem")["loglik"] > cmp.row("vbem")["elbo"]  # importance-sampled log p above the bound
+    assert "distance from quadrature" in [ax.get_title() for ax in out["figure"].axes if ax.get_visible()]
+    vb = cmp.results["vbem"]
+    gap = out["loglik_at_vb"] - vb.elbo["value"]
+    assert abs(gap - vb.kl["value"]) < 4 * vb.loglik_is["mcse"] + 1e-3
+    assert "VB-EM: bound" in capsys.readouterr().out

@@ -149,13 +149,12 @@ def lmm():
     X = np.column_stack([np.ones(G * n), rng.standard_normal(G * n)])
     y = X @ [1.0, -0.5] + 0.8 * rng.standard_normal(G)[group] + 0.6 * rng.standard_normal(G * n)
     model = mcem.model(_lmm_fn)(X=X, y=y, group=group, n_groups=G)
-    return model, _lmm_mle(X, y, group, G)
+    return model, _lmm_mle(X, y, group, G), mcem.fit(model, method="vbem", rng=1)
 
 
 def test_vbem_on_a_gaussian_lmm_is_the_mle(lmm):
     """q holds the exact posterior (one Gaussian effect per unit): VB-EM's estimate is the MLE."""
-    model, (mle, se, ll) = lmm
-    vb = mcem.fit(model, method="vbem", rng=1)
+    model, (mle, se, ll), vb = lmm
     assert vb.converged, vb.message
     est = np.concatenate([vb.params["beta"], [vb.params["sigma"], vb.params["tau"]]])
     ref = np.concatenate([mle["beta"], [mle["sigma"], mle["tau"]]])
@@ -208,8 +207,7 @@ def _brute_force_elbo(model, theta, phi, rng, n=20000):
 def test_reported_elbos_against_brute_force(logit_glmm, lmm):
     rng = np.random.default_rng(11)
     d, model, vb = logit_glmm
-    lmm_model = lmm[0]
-    vb2 = mcem.fit(lmm_model, method="vbem", rng=2)
+    lmm_model, _, vb2 = lmm
     for m, res in ((model, vb), (lmm_model, vb2)):
         value, se = _brute_force_elbo(m, res.params, res.phi, rng)
         assert abs(res.elbo["value"] - value) < 4 * np.hypot(res.elbo["mcse"], se)
@@ -223,7 +221,7 @@ def test_fullrank_bound_is_at_least_meanfield_on_correlated_effects():
     """Random intercept and slope per unit: the posterior of the pair is correlated, so the
     full-rank family reaches a higher bound than the diagonal one."""
     rng = np.random.default_rng(5)
-    G, n = 40, 6
+    G, n = 30, 6
     group = np.repeat(np.arange(G), n)
     x = rng.standard_normal(G * n) + 1.5
 
@@ -282,24 +280,3 @@ def test_vbem_resume_is_identical(tmp_path, logit_glmm):
     for k in full.params:
         np.testing.assert_array_equal(full.params[k], rest.params[k])
     np.testing.assert_array_equal(full.history["elbo"], rest.history["elbo"])
-
-
-def test_compare_shows_vbems_bias_on_the_variance_component():
-    """Three binary responses per group: the posterior of each effect is far from Gaussian and
-    VB-EM's sigma falls well short of the quadrature MLE, in the table and in the plot."""
-    d = simulate_random_intercept(300, 3, [-0.5, 1.0], 1.5, rng=3)
-    model = random_intercept_glmm(d["X"], d["y"], d["group"])
-    mle = gq.fit_quadrature(d["X"], d["y"], d["group"])
-    ref = {"params": mle.params, "se": mle.se, "label": "quadrature"}
-    c = mcem.compare(model, ("vbem",), rng=0, reference=ref)
-    assert c.reference == "quadrature" and c.kind == "methods"
-    dist = c.distance_se["vbem"]
-    np.testing.assert_allclose(dist["sigma"], (c.results["vbem"].params["sigma"] - mle.params["sigma"]) / mle.se["sigma"])
-    assert dist["sigma"] < -0.25  # the bias, measured against the Monte Carlo error of the fit (< 0.1 SE)
-    assert np.max(np.abs(dist["beta"])) < 0.15
-    text = c.table()
-    assert "elbo" in text and "quadrature" in text
-    row = c.row("vbem")
-    assert row["loglik"] > row["elbo"]  # the importance-sampled log-likelihood above the bound
-    fig = c.plot()
-    assert "distance from quadrature" in [ax.get_title() for ax in fig.axes if ax.get_visible()]

@@ -33,6 +33,7 @@ Degenerate fits (:mod:`mcem.inference.degenerate`)
 """
 
 from ..derivatives import constrained_jacobian
+from . import bound, categorical, variational
 from .degenerate import degeneracy
 from .information import Inference, observed_information, standard_errors
 from .loglik import LoglikEstimate, marginal_loglik

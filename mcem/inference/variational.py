@@ -239,11 +239,13 @@ def _by_unit(q):
 
 
 def elbo_estimate(q, theta, phi, rng, n_draws) -> Estimate:
-    """The evidence lower bound L(phi, theta) from ``n_draws`` independent draws of q."""
+    """The evidence lower bound L(phi, theta) from ``n_draws`` independent draws of q: the mean
+    of ``log p(x, z_s; theta) + log|J_s| - log q(eta_s)``."""
     eps = q.standard_draws(rng, n_draws)
-    lp, _ = _per_draw(q, theta, phi, eps, False)
-    se = float(np.std(lp, ddof=1) / math.sqrt(n_draws)) if n_draws > 1 else np.inf
-    return Estimate(float(np.mean(lp)) + q.entropy(phi), se, n_draws)
+    lp, lq = _per_draw(q, theta, phi, eps, False)
+    v = lp - lq
+    se = float(np.std(v, ddof=1) / math.sqrt(n_draws)) if n_draws > 1 else np.inf
+    return Estimate(float(np.mean(v)), se, n_draws)
 
 
 def _log_mean_weights(lw):
