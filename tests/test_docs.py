@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,7 +116,6 @@ def test_sphinx_build(tmp_path):
     pytest.importorskip("sphinx")
     pytest.importorskip("myst_parser")
     out = tmp_path / "html"
-    start = time.perf_counter()
     proc = subprocess.run(
         [
             sys.executable,
@@ -137,13 +135,11 @@ def test_sphinx_build(tmp_path):
         text=True,
         timeout=300,
     )
-    seconds = time.perf_counter() - start
     assert proc.returncode == 0, (
         f"sphinx-build -W failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr}"
     )
     for page in ("index", "getting-started", "theory", "api", "errors"):
         assert (out / f"{page}.html").is_file(), f"{page}.html was not built"
-    assert seconds < 60, f"the documentation build took {seconds:.0f} s"
 
 
 def test_the_design_page_names_every_module():

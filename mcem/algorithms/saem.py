@@ -34,6 +34,7 @@ from scipy import optimize
 
 from .. import mstep as M
 from .._validation import check_bool, check_choice, check_mapping, check_positive_float, check_positive_int
+from ..constraints.cholesky import CorrCholesky
 from ..derivatives import per_draw_log_joint, per_draw_scores
 from ..diagnostics import cov_of_mean
 from ..inference.precision import newton_precision
@@ -178,8 +179,7 @@ def step(cfg, model, st):
     avg, n_avg, wdraws, scores, next_check = st.avg, st.n_avg, st.wdraws, st.scores, st.next_check
     if k > cfg.burn_iter:
         n_avg += 1
-        avg = {n: v.copy() for n, v in new.items()} if avg is None else {
-            n: avg[n] + (new[n] - avg[n]) / n_avg for n in new}
+        avg = {n: v.copy() for n, v in new.items()} if avg is None else _running_mean(model, avg, new, n_avg)
         if cfg.stop == "precision":  # the scores at the iterate the draws came from (Fisher's identity)
             g = per_draw_scores(model, st.theta, draws).reshape(-1, model.n_unconstrained).mean(axis=0)
             scores = g[None] if scores is None else np.concatenate([scores, g[None]])
@@ -216,6 +216,21 @@ def step(cfg, model, st):
 
 #: Averaged iterations before the stopping rule of SAEM is first checked.
 MIN_WINDOW = 20
+
+
+def _running_mean(model, avg, new, n):
+    """The running mean after its ``n``-th term: in the constrained coordinates, where the
+    parameter set is convex, and in the unconstrained ones for Cholesky factors of correlation
+    matrices (their rows have unit norm: an average of two is not one)."""
+    out = {}
+    for name, v in new.items():
+        c = model.params[name]
+        if isinstance(c, CorrCholesky):
+            a, b = c.inverse(avg[name]), c.inverse(v)
+            out[name] = np.asarray(c.forward(a + (b - a) / n), dtype=float)
+        else:
+            out[name] = avg[name] + (v - avg[name]) / n
+    return out
 
 
 def _check(model, avg, wdraws, scores):

@@ -111,10 +111,28 @@ def observed_information(model, theta, draws=None, *, method="auto"):
     return _louis(*arrays), arrays
 
 
-#: An eigenvalue of the observed information at most this times the largest is taken as zero.
-_INFO_RTOL = 1e-12
+#: An eigenvalue of the observed information's correlation form at most this times the largest is
+#: taken as zero (a correlation of 1 - 1e-8 between two parameters' estimates is no information).
+_INFO_RTOL = 1e-8
 #: A coordinate is touched by a flat direction (unit eigenvector) when its loading exceeds this.
 _LOAD_TOL = 1e-4
+
+
+def _scaled_eigh(info):
+    """Eigenvalues and vectors of the information in correlation form ``S I S`` with
+    ``S = diag(I)^(-1/2)`` (1 where a diagonal is not positive), and which are not positive.
+
+    The scaling makes the test independent of the parameters' units: an identified parameter
+    with a tiny information is not mistaken for a flat direction, and the rounding noise of a
+    numerically differentiated information (relative 1e-9 or so) is not mistaken for curvature.
+    Returns ``(w, V, s, bad)``; a direction in the unconstrained coordinates is ``s * V[:, j]``.
+    """
+    H = 0.5 * (info + info.T)
+    d = np.diag(H)
+    s = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 1.0)
+    w, V = np.linalg.eigh(H * s[:, None] * s[None, :])
+    scale = float(np.max(np.abs(w))) if w.size else 0.0
+    return w, V, s, w <= _INFO_RTOL * scale
 
 
 def _non_pd_problem(model, u, info, method, names):
@@ -122,13 +140,13 @@ def _non_pd_problem(model, u, info, method, names):
 
     Returns (positive_definite, unconstrained coordinates touched, sentence or None).
     """
-    w, V = np.linalg.eigh(0.5 * (info + info.T))
+    w, V, s, bad = _scaled_eigh(info)
     scale = float(np.max(np.abs(w))) if w.size else 0.0
-    bad = w <= _INFO_RTOL * scale
     if not np.any(bad):
         return True, np.zeros(u.size, dtype=bool), None
     # unit eigenvectors: loadings below _LOAD_TOL are rounding noise, not a real dependence
     touched = np.any(np.abs(V[:, bad]) > _LOAD_TOL, axis=1)
+    V = s[:, None] * V  # the directions in the unconstrained coordinates
     J = constrained_jacobian(model, u)
     parts = []
     for j in np.flatnonzero(bad)[:3]:
@@ -146,8 +164,9 @@ def _non_pd_problem(model, u, info, method, names):
         if method == "louis" else ""
     )
     text = (
-        f"the observed information is not positive definite: {int(bad.sum())} of its {w.size} "
-        f"eigenvalues are <= {_INFO_RTOL:g} times the largest ({scale:.3g}); the smallest is "
+        f"the observed information is not positive definite: {int(bad.sum())} of the {w.size} "
+        f"eigenvalues of its correlation form are <= {_INFO_RTOL:g} times the largest ({scale:.3g}); "
+        "the smallest is "
         f"{w.min():.3g}. Direction(s), with the largest loadings on the parameters: "
         + "; ".join(parts) + more
         + ". The standard errors of the parameters these directions touch are NaN. Likely causes: "
@@ -186,8 +205,8 @@ def _unflatten(model, flat):
 def standard_errors(model, theta, draws=None, *, method="auto", n_batches=10) -> Inference:
     """Standard errors of ``theta`` (an MLE): exact information where possible, Louis otherwise.
 
-    Where the observed information is not positive definite (an eigenvalue at most ``1e-12``
-    times the largest), the standard errors of every parameter touched by those directions are
+    Where the observed information is not positive definite (an eigenvalue of its correlation
+    form at most ``1e-8`` times the largest), the standard errors of every parameter touched by those directions are
     NaN; where a parameter is at the edge of its constraint (:func:`degeneracy`), its standard
     errors are NaN too (the normal approximation does not hold at a boundary). Either way a
     :class:`~mcem.MonteCarloWarning` (key ``"information_not_pd"`` or ``"boundary_estimate"``)
@@ -200,9 +219,10 @@ def standard_errors(model, theta, draws=None, *, method="auto", n_batches=10) ->
     used = "exact" if arrays is None else "louis"
     problems, flags = [], {}
     pd, touched, text = _non_pd_problem(model, u, info, used, names)
-    w, V = np.linalg.eigh(0.5 * (info + info.T))
-    good = w > _INFO_RTOL * (float(np.max(np.abs(w))) if w.size else 0.0)
-    cov_u = (V[:, good] / w[good]) @ V[:, good].T  # the inverse on the identified directions
+    w, V, sc, bad = _scaled_eigh(info)
+    good = ~bad
+    Vs = sc[:, None] * V[:, good]
+    cov_u = (Vs / w[good]) @ Vs.T  # the inverse on the identified directions
     if not pd:
         # NaN in every coordinate touched by a non-identified direction
         cov_u = cov_u.copy()
