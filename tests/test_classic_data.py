@@ -61,7 +61,7 @@ def test_reference_returns_a_copy_and_refuses_unknown_names():
     assert r["script"] == "references/glmm_aghq.py" and "lme4_nAGQ25" in r["peers"]
     r["params"]["sigma"] = -1.0
     assert datasets.reference("cbpp")["params"]["sigma"] > 0
-    with pytest.raises(ValueError, match=r"name must be one of \['cbpp', 'epilepsy', 'theophylline'\], got 'x'"):
+    with pytest.raises(ValueError, match=r"name must be one of \['cbpp', 'cbpp_lme4', 'epilepsy', 'grouseticks_lme4', 'pastes_lme4', 'penicillin_lme4', 'sleepstudy_lme4', 'sleepstudy_uncorrelated_lme4', 'theophylline'\], got 'x'"):
         datasets.reference("x")
 
 

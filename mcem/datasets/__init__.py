@@ -1,5 +1,6 @@
 """Small classic data sets (provenance in README.md beside this file), and the reference fits of
-some of them (``references.json``, made by the scripts in the repository's ``references/``)."""
+some of them (``references.json``, made by the scripts in the repository's ``references/``, and
+``references_lme4.json``, made by ``benchmarks/peers/lme4_references.R``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ __all__ = [
     "load_cbpp",
     "load_epilepsy",
     "load_nile",
+    "load_sleepstudy",
+    "load_penicillin",
+    "load_pastes",
+    "load_grouseticks",
     "reference",
     "reference_rows",
     "reference_table",
@@ -85,12 +90,23 @@ def load_theophylline() -> dict:
     return _read_csv("theophylline.csv")
 
 
-def load_cbpp() -> dict:
+def load_cbpp(as_frame=False):
     """Contagious bovine pleuropneumonia (56 rows): ``herd`` (1..15), ``incidence`` (new
     serological cases), ``size`` (herd size at the start of the period) and ``period`` (1..4).
 
     Lesnoff et al. (2004), Preventive Veterinary Medicine 64:27-40, as R's ``lme4::cbpp``.
+
+    Parameters
+    ----------
+    as_frame : bool, default False
+        False: a dict of float arrays. True: a pandas DataFrame with ``herd`` (str), ``incidence``
+        and ``size`` (int64) and ``period`` (str ``"1"`` .. ``"4"``), as lme4 has it, e.g. for
+        ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``.
     """
+    if not isinstance(as_frame, bool):
+        raise TypeError(f"as_frame must be True or False, got {type(as_frame).__name__} {as_frame!r}")
+    if as_frame:
+        return _read_frame("cbpp.csv", text=("herd", "period"), counts=("incidence", "size"))
     return _read_csv("cbpp.csv")
 
 
@@ -105,21 +121,101 @@ def load_epilepsy() -> dict:
     return _read_csv("epilepsy.csv")
 
 
+def _read_frame(name, text=(), counts=()):
+    """A packaged CSV file as a DataFrame: columns ``text`` as str, ``counts`` as int64, the
+    others as float64."""
+    import pandas as pd
+
+    with resources.files(__package__).joinpath(name).open("r") as fh:
+        df = pd.read_csv(fh, dtype={c: str for c in text}, keep_default_na=False, na_filter=False)
+    for c in df.columns:
+        if c in counts:
+            df[c] = df[c].astype(np.int64)
+        elif c not in text:
+            df[c] = df[c].astype(np.float64)
+    return df
+
+
+def load_sleepstudy():
+    """Reaction times in a sleep-deprivation study: DataFrame (180 rows) with ``Reaction``
+    (average reaction time, ms, float), ``Days`` (days of sleep deprivation 0..9, float) and
+    ``Subject`` (18 subjects, str ``"308"`` .. ``"372"``).
+
+    Belenky et al. (2003), Journal of Sleep Research 12:1-12, as R's ``lme4::sleepstudy``; the
+    classic model is ``"Reaction ~ Days + (Days | Subject)"`` (``reference("sleepstudy_lme4")``).
+    """
+    return _read_frame("sleepstudy.csv", text=("Subject",))
+
+
+def load_penicillin():
+    """Penicillin potency assay: DataFrame (144 rows) with ``diameter`` (mm, float) of the zone of
+    inhibition, ``plate`` (24 plates, str ``"a"`` .. ``"x"``) and ``sample`` (6 samples, str ``"A"``
+    .. ``"F"``); every sample on every plate (crossed factors).
+
+    Davies & Goldsmith (1972), Statistical Methods in Research and Production, sec. 6.6, as R's
+    ``lme4::Penicillin``; model ``"diameter ~ 1 + (1 | plate) + (1 | sample)"``
+    (``reference("penicillin_lme4")``).
+    """
+    return _read_frame("penicillin.csv", text=("plate", "sample"))
+
+
+def load_pastes():
+    """Paste strength: DataFrame (60 rows) with ``strength`` (float), ``batch`` (10 delivery
+    batches, str ``"A"`` .. ``"J"``), ``cask`` (3 casks within each batch, str ``"a"`` .. ``"c"``)
+    and ``sample`` (the 30 batch-cask pairs, str ``"A:a"`` .. ``"J:c"``), two assays per sample
+    (nested factors).
+
+    Davies & Goldsmith (1972), sec. 6.5, as R's ``lme4::Pastes``; model
+    ``"strength ~ 1 + (1 | batch/cask)"`` (``reference("pastes_lme4")``).
+    """
+    return _read_frame("pastes.csv", text=("batch", "cask", "sample"))
+
+
+def load_grouseticks():
+    """Ticks on red grouse chicks: DataFrame (403 rows) with ``INDEX`` (chick, str), ``TICKS``
+    (count, int64), ``BROOD`` (118 broods, str), ``HEIGHT`` (altitude, m, float), ``YEAR`` (str
+    ``"95"``, ``"96"``, ``"97"``), ``LOCATION`` (63 locations, str) and ``cHEIGHT`` (``HEIGHT``
+    centred, float).
+
+    Elston et al. (2001), Parasitology 122:563-569, as R's ``lme4::grouseticks``; Poisson model
+    ``"TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)"`` (``reference("grouseticks_lme4")``).
+    """
+    return _read_frame("grouseticks.csv", text=("INDEX", "BROOD", "YEAR", "LOCATION"),
+                       counts=("TICKS",))
+
+
 _REFERENCES = None
+_REFERENCE_FILES = ("references.json", "references_lme4.json")
 
 
 def reference(name) -> dict:
-    """The recorded reference fit of a data set (a copy): ``"theophylline"``, ``"cbpp"`` or
-    ``"epilepsy"``.
+    """The recorded reference fit of a data set (a copy).
 
-    The dict holds the maximum-likelihood ``params``, their standard errors ``se``, the
-    ``loglik``, the ``script`` that computed them (by adaptive Gauss-Hermite quadrature,
-    independently of Monte Carlo EM), how the model is parameterised, and ``peers``: the
-    estimates of R packages (lme4, nlme) on the same data, recorded by ``references/peers.R``.
+    ``"theophylline"``, ``"cbpp"`` and ``"epilepsy"`` hold the maximum-likelihood ``params``,
+    their standard errors ``se``, the ``loglik``, the ``script`` that computed them (by adaptive
+    Gauss-Hermite quadrature, independently of Monte Carlo EM), how the model is parameterised,
+    and ``peers``: the estimates of R packages (lme4, nlme) on the same data, recorded by
+    ``references/peers.R``.
+
+    ``"sleepstudy_lme4"``, ``"sleepstudy_uncorrelated_lme4"``, ``"penicillin_lme4"``,
+    ``"pastes_lme4"``, ``"cbpp_lme4"`` and ``"grouseticks_lme4"`` are R's lme4 fits by maximum
+    likelihood (``formula`` and ``call`` as written in R): ``params`` with ``beta`` (named by
+    ``names``), ``sd_<group>`` (random-effect standard deviations, labelled in ``labels``),
+    ``cor_<group>`` (their correlation matrix, for correlated terms) and ``sigma`` (residual SD
+    of the Gaussian models); ``se`` of ``beta``, ``loglik``, ``seconds`` (median of 5 fits),
+    ``versions``, and in ``peers`` the same from glmmTMB, nlme and other lme4 settings. Recorded
+    by ``benchmarks/peers/lme4_references.R``; see the datasets README.
     """
     global _REFERENCES
     if _REFERENCES is None:
-        _REFERENCES = json.loads(resources.files(__package__).joinpath("references.json").read_text())
+        merged = {}
+        for file in _REFERENCE_FILES:
+            part = json.loads(resources.files(__package__).joinpath(file).read_text())
+            clash = sorted(set(merged) & set(part))
+            if clash:
+                raise RuntimeError(f"reference names {clash} are recorded twice (in {file})")
+            merged.update(part)
+        _REFERENCES = merged
     if not isinstance(name, str) or name not in _REFERENCES:
         raise ValueError(f"name must be one of {sorted(_REFERENCES)}, got {name!r}")
     return copy.deepcopy(_REFERENCES[name])
