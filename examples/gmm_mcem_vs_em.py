@@ -1,10 +1,18 @@
 """Gaussian mixture on the Old Faithful data: Monte Carlo EM and SAEM against exact EM.
 
 Runs exact EM (the oracle), MCEM and SAEM (each with its defaults: exact draws of the labels, the
-precision rule) from
-the same k-means++ start with :func:`mcem.compare`, prints the side-by-side table (estimates with
-standard errors, log-likelihood, iterations, total draws, seconds, distance from exact EM in
-standard errors) and writes a PNG of the parameter paths. Usage::
+precision rule) from the same k-means++ start with :func:`mcem.compare`, prints the side-by-side
+table (estimates with standard errors, log-likelihood, iterations, total draws, seconds, distance
+from exact EM in standard errors) and writes one PNG with two parts:
+
+* left, the data with each method's fitted components (the 1 and 2 standard-deviation ellipses,
+  :func:`mcem.plots.plot_mixture`);
+* right, how each method got there (:meth:`mcem.Comparison.plot`): the distance from exact EM in
+  standard errors per iteration with the Monte Carlo band, the log-likelihood below its maximum,
+  the draws per iteration, the stopping rules against their targets, R-hat, and every
+  parameter's final distance from exact EM.
+
+Usage::
 
     python examples/gmm_mcem_vs_em.py [--out gmm_mcem_vs_em.png] [--seed 1]
 """
@@ -18,6 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+
 import mcem  # noqa: E402
 from mcem.datasets import load_faithful  # noqa: E402
 
@@ -26,9 +36,29 @@ OPTIONS = {
     "mcem": {},  # the defaults: the model's exact draws of the labels, the precision rule
     "saem": {},
 }
+LABELS = ("eruption (minutes)", "waiting time to the next eruption (minutes)")
+
+
+def figure(X, comparison, labels=None):
+    """The data with every method's components (left) and their convergence (right)."""
+    fig = plt.figure(figsize=(20, 8.6), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 2.25])
+    worst = max((r["max_abs_distance_se"] for r in comparison.rows if r["method"] != comparison.reference),
+                default=float("nan"))
+    others = [m for m in comparison.results if m != comparison.reference]
+    mcem.plots.plot_mixture(X, comparison, ax=left.subplots(), labels=labels,
+                            title=f"the fitted components (1 and 2 SD ellipses):\n{' and '.join(others)} within "
+                                  f"{worst:.2g} standard errors of {comparison.reference}")
+    comparison.plot(fig=right, title=f"how each method got there (distances in the standard errors of "
+                                     f"{comparison.reference})")
+    K = len(next(iter(comparison.results.values())).params["weights"])
+    fig.suptitle(f"{len(X)} points, a {K}-component Gaussian mixture: exact EM, Monte Carlo EM and SAEM from the "
+                 "same start", fontsize="x-large")
+    return fig
 
 
 def run(seed=1, out="gmm_mcem_vs_em.png", X=None, K=2):
+    labels = LABELS if X is None else None
     X = load_faithful() if X is None else X
     model = mcem.models.gaussian_mixture(X, K)  # starts from k-means++ (seed 0)
     with warnings.catch_warnings():
@@ -36,7 +66,9 @@ def run(seed=1, out="gmm_mcem_vs_em.png", X=None, K=2):
         warnings.simplefilter("ignore", mcem.MonteCarloWarning)
         comparison = mcem.compare(model, ("em", "mcem", "saem"), rng=seed, options=OPTIONS)
     print(comparison.table())
-    fig = comparison.plot(params=["weights", "means"])
+    fig = figure(X, comparison, labels)
+    if labels:
+        fig.suptitle(f"Old Faithful: {fig.get_suptitle()}", fontsize="x-large")
     if out:
         fig.savefig(out, dpi=100)
         print(f"wrote {out}")

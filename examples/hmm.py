@@ -12,7 +12,7 @@ writes the model as a user would::
         m.observe("y", dist.Normal(mu[s], sigma[s]), y)
 
 The compiler recognises the chain, so ``sampler="auto"`` draws the whole path of states by forward
-filtering backward sampling, and ``fit.loglik()`` is the forward algorithm's exact value. The
+filtering backward sampling, and ``fit.llf`` is the forward algorithm's exact value. The
 oracle is exact EM (Baum-Welch) on the ready-made ``mcem.models.gaussian_hmm`` from the same start.
 MCEM and SAEM run with ``rng`` as their only setting; the script prints the side-by-side table
 (distance from Baum-Welch in its standard errors) and writes a PNG of the data coloured by the

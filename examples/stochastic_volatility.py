@@ -7,7 +7,7 @@ Simulates T = 500 returns with a fixed seed from
 (:mod:`mcem.models.stochvol`; in the model language the log-variance is
 ``m.latent("h", dist.AR1(phi, sigma, loc=mu, length=T))`` and the returns
 ``m.observe("y", dist.Normal(0.0, m.np.exp(h / 2)), y)``). The emission terms are not Gaussian in
-``h_t``, so ``sampler="auto"`` draws the whole path by conditional SMC, and ``fit.loglik()`` is a
+``h_t``, so ``sampler="auto"`` draws the whole path by conditional SMC, and ``fit.llf`` is a
 particle estimate with its Monte Carlo error. The reference is the maximum of the likelihood of
 the chain discretised on a fine grid (exact by the forward algorithm, converged in the grid size),
 with standard errors from its Hessian. MCEM and SAEM run with ``rng`` only; the script prints

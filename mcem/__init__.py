@@ -25,6 +25,7 @@ from . import (
 from . import distributions as dist
 from ._version import __version__
 from .algorithms import resume
+from .anova import anova
 from .compare import Comparison, compare, compare_to_reference
 from .core import Chain, Continuous, Discrete, Model
 from .distributed import ShardedEStep
@@ -36,6 +37,7 @@ from .history import History
 from .io import load_result, save_result
 from .lang import model
 from .result import FitResult
+from .summary import Summary
 
 __all__ = [
     "Chain",
@@ -49,8 +51,10 @@ __all__ = [
     "Model",
     "MonteCarloWarning",
     "ShardedEStep",
+    "Summary",
     "__version__",
     "algorithms",
+    "anova",
     "compare",
     "compare_to_reference",
     "constraints",

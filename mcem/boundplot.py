@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .inference.bound import NoBoundError, bound_path, loglik_path
+from .plotstyle import as_runs, column, styles
 
 __all__ = ["plot_bound"]
 
@@ -34,44 +35,18 @@ TITLES = {
 # --------------------------------------------------------------------------- inputs
 
 
-def _label(result, default="fit"):
-    m = result.get("method") if isinstance(result, Mapping) else None
-    return str(m) if m else default
-
-
 def _as_results(results):
     """``{label: result}`` from one result, a dict of them or a list (labelled by method)."""
-    if isinstance(results, Mapping) and "history" in results:
-        return {_label(results): results}
-    if isinstance(results, Mapping):
-        out = dict(results)
-    elif isinstance(results, list | tuple):
-        out = {}
-        for r in results:
-            lab, k = _label(r), 2
-            while lab in out:
-                lab, k = f"{_label(r)} ({k})", k + 1
-            out[lab] = r
-    else:
+    if not isinstance(results, Mapping | list | tuple):
         raise TypeError("results must be a FitResult, a dict label -> FitResult or a list of FitResults, "
                         f"got {type(results).__name__}")
-    if not out:
-        raise ValueError("results is empty: give at least one FitResult")
-    for lab, r in out.items():
+    single = isinstance(results, Mapping) and "history" in results
+    items = [] if single else results.items() if isinstance(results, Mapping) else enumerate(results)
+    for lab, r in items:
         if not isinstance(r, Mapping) or "history" not in r:
             raise TypeError(f"results[{lab!r}] must be a FitResult from mcem.fit (with a history), "
                             f"got {type(r).__name__}")
-    return out
-
-
-def _mc_column(hist, name):
-    if name not in hist.columns:
-        return None
-    v = hist[name]
-    if v.dtype == object:
-        return None
-    v = np.asarray(v, dtype=float)
-    return v if np.isfinite(v).any() else None
+    return as_runs(results)
 
 
 def _gather(runs, model, loglik):
@@ -83,7 +58,7 @@ def _gather(runs, model, loglik):
         except NoBoundError:
             bp = None
         hist = r["history"]
-        dq, se = _mc_column(hist, "delta_q"), _mc_column(hist, "mcse")
+        dq, se = column(hist, "delta_q"), column(hist, "mcse")
         ascent = None
         if dq is not None and se is not None:
             ll = bp["loglik"] if bp is not None else loglik_path(r, model, loglik=loglik)
@@ -94,7 +69,7 @@ def _gather(runs, model, loglik):
 
 
 def _iters(hist):
-    it = _mc_column(hist, "iter")
+    it = column(hist, "iter")
     return np.arange(len(hist), dtype=float) if it is None else it
 
 
@@ -105,9 +80,11 @@ def _pos(v):
     return np.maximum(v, FLOOR)
 
 
-def _style(j):
-    """Colour, marker and line width of the j-th fit (overlapping paths stay visible)."""
-    return f"C{j % 10}", "os^Dv<>ph*"[j % 10], max(2.6 - 0.7 * j, 1.0)
+def _styles(runs):
+    """Label -> colour, marker and line width: the method's colour and marker of every figure
+    (:data:`mcem.plotstyle.STYLES`), the first fit widest (overlapping paths stay visible)."""
+    st = styles(runs)
+    return {lab: (st[lab]["color"], st[lab]["marker"], max(2.6 - 0.7 * j, 1.0)) for j, lab in enumerate(runs)}
 
 
 def _log_line(ax, x, v, noisy=False, **kw):
@@ -181,7 +158,7 @@ def _draw_bound(ax, paths, order):
         ref, what = float(max(np.nanmax(bp["elbo"]) for bp in paths.values())), "max L"
     out, gap_labelled = _Axis(ax), False
     for lab, bp in paths.items():
-        c, mk, lw = _style(order[lab])
+        c, mk, lw = order[lab]
         x, ll, el, se = bp["iter"], bp["loglik"], bp["elbo"], bp["elbo_mcse"]
         ok_l, ok_e = np.isfinite(ll), np.isfinite(el)
         if ok_l.any():
@@ -203,7 +180,7 @@ def _draw_bound(ax, paths, order):
 def _draw_kl(ax, paths, runs, order):
     out = _Axis(ax)
     for lab, bp in paths.items():
-        c, mk, lw = _style(order[lab])
+        c, mk, lw = order[lab]
         x, kl, se = bp["iter"], bp["kl"], bp["elbo_mcse"]
         ok = np.isfinite(kl) & (x > 0)
         if _noisy(bp):
@@ -228,7 +205,7 @@ def _draw_kl(ax, paths, runs, order):
 def _draw_brackets(ax, paths, order):
     out = _Axis(ax)
     for lab, bp in paths.items():
-        c, mk, lw = _style(order[lab])
+        c, mk, lw = order[lab]
         x = bp["iter"]
         for key, ls, fill, name in (("delta_q", "-", c, "Q increase"),
                                     ("delta_h", "--", "none", "H increase (≥ 0 by Gibbs)")):
@@ -245,7 +222,7 @@ def _draw_brackets(ax, paths, order):
 
 def _draw_ascent(ax, ascents, order):
     for lab, a in ascents.items():
-        c, mk, lw = _style(order[lab])
+        c, mk, lw = order[lab]
         x = a["iter"]
         dq = np.where(np.isfinite(a["delta_q"]), a["delta_q"], 0.0)
         var = np.where(np.isfinite(a["mcse"]), a["mcse"], 0.0) ** 2
@@ -309,7 +286,7 @@ def plot_bound(results, model=None, *, loglik=None, fig=None):
     if fig is not None and not hasattr(fig, "subplots"):
         raise TypeError(f"fig must be a matplotlib Figure or SubFigure, got {type(fig).__name__}")
     got = _gather(runs, model, loglik)
-    order = {lab: j for j, lab in enumerate(runs)}
+    order = _styles(runs)
     paths = {lab: bp for lab, (bp, _) in got.items() if bp is not None}
     ascents = {lab: a for lab, (_, a) in got.items() if a is not None}
     panels = []

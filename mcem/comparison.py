@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .convergenceplot import plot_convergence
+from .plots import plot_fit
+
 __all__ = ["Comparison", "mark_reference"]
 
 
@@ -45,7 +48,7 @@ def _loglik(result):
     the fit's own (exact or importance-sampled from its draws), else a VB-EM fit's importance
     estimate with q as proposal."""
     try:
-        ll = result.loglik()
+        ll = result.marginal_loglik()
         return ll.value, ll.mcse
     except ValueError:
         est = result.get("loglik_is")
@@ -218,73 +221,28 @@ class Comparison:
             return f"Comparison({next(iter(self.results))!r} against {self.reference!r})"
         return f"Comparison(methods={list(self.results)})"
 
-    def plot(self, params=None, max_panels=9, **kwargs):
-        """Methods: the parameter paths of every method overlaid, one panel per parameter
-        element (of ``params``, default all; at most ``max_panels``), plus the log-likelihood
-        paths where known. Reference: the fit's overview figure (:func:`mcem.plots.plot_fit`,
-        which gets ``kwargs``) with the reference values of ``params`` (default all) dotted on
-        its parameter panels. Returns the figure."""
+    def plot(self, params=None, *, fig=None, title=None, **kwargs):
+        """The comparison as a figure.
+
+        Methods: :func:`mcem.plots.plot_convergence` of every method, distances measured from the
+        reference in its standard errors: the distance per iteration (log scale, with the Monte
+        Carlo band), the log-likelihood below its maximum, the draws per iteration, the stopping
+        rules, the E-step diagnostics, and every parameter element's final distance. ``params``
+        restricts the distances to those parameters; ``fig`` (a Figure or SubFigure) is drawn into,
+        under ``title``.
+        Reference: the fit's overview (:func:`mcem.plots.plot_fit`, which gets ``kwargs``) with
+        the reference values of ``params`` (default all) dotted on its parameter panels and the
+        distances measured from them. Returns the figure."""
         if self.kind == "reference":
-            fig = next(iter(self.results.values())).plot(**kwargs)
+            if fig is not None or title is not None:
+                raise TypeError("Comparison.plot of a fit against a reference draws plot_fit's figure; "
+                                "it takes params and plot_fit's keywords, not fig or title")
+            r = next(iter(self.results.values()))
             ref = {k: v for k, v in self.reference_params.items() if params is None or k in params}
-            return mark_reference(fig, ref, self.reference)
+            return plot_fit(r, reference=ref, se=self.reference_se, reference_label=self.reference, **kwargs)
         if kwargs:
-            raise TypeError(f"Comparison.plot of methods takes params and max_panels, got {sorted(kwargs)}")
-        import matplotlib.pyplot as plt
-
-        first = next(iter(self.results.values()))
-        elems = [e for e in _elements(first.params) if params is None or e[1] in params][:max_panels]
-        n = len(elems) + 1 + bool(self.distance_se)
-        ncols = min(3, n)
-        nrows = -(-n // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
-        axes = axes.ravel()
-        color = {m: f"C{i}" for i, m in enumerate(self.results)}  # one colour per method in every panel
-        for ax, (label, name, idx) in zip(axes, elems, strict=False):
-            for m, r in self.results.items():
-                path = r.history.params(name)[(slice(None),) + idx]
-                style = "--" if m == self.reference else "-"
-                ax.plot(r.history["iter"], path, style, color=color[m], label=m, zorder=3 if m == self.reference else 2)
-            if self.reference_params is not None and self.reference not in self.results:
-                ax.axhline(float(np.asarray(self.reference_params[name])[idx]), color="k", ls=":", lw=1.2,
-                           label=self.reference)
-            ax.set_title(label)
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("estimate")
-            ax.set_xscale("symlog", linthresh=10)
-            ax.set_xlim(left=0)
-        ax = axes[len(elems)]
-        bound = False
-        for m, r in self.results.items():
-            ll = r.history["loglik"]
-            if np.any(np.isfinite(ll)):
-                ax.plot(r.history["iter"], ll, "--" if m == self.reference else "-", color=color[m], label=m)
-            elif "elbo" in r.history.columns:  # VB-EM without a log-likelihood: its bound
-                ax.plot(r.history["iter"], r.history["elbo"], ":", color=color[m], label=f"{m} (bound)")
-                bound = True
-        ax.set_title("log-likelihood" + (" and the bound" if bound else ""))
-        ax.set_xlabel("iteration")
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(left=0)
-        if ax.get_lines():
-            ax.legend(fontsize="x-small")
-        if self.distance_se:
-            self._plot_distances(axes[len(elems) + 1], elems, color)
-        for extra in axes[n:]:
-            extra.set_visible(False)
-        axes[0].legend(fontsize="small")
-        fig.tight_layout()
-        return fig
-
-    def _plot_distances(self, ax, elems, color):
-        """Each method's distance from the reference per parameter element, in standard errors."""
-        x = np.arange(len(elems))
-        k = len(self.distance_se)
-        for j, (m, dist) in enumerate(self.distance_se.items()):
-            vals = [float(np.asarray(dist[name])[idx]) for _, name, idx in elems]
-            ax.plot(x + (j - (k - 1) / 2) * 0.12, vals, "o", color=color[m], label=m)
-        ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xticks(x, [label for label, _, _ in elems], rotation=45, ha="right", fontsize="small")
-        ax.set_ylabel("(estimate - reference) / SE")
-        ax.set_title(f"distance from {self.reference}")
-        ax.legend(fontsize="x-small")
+            raise TypeError(f"Comparison.plot of methods takes params, fig and title, got {sorted(kwargs)}")
+        if title is None:
+            title = f"{', '.join(self.results)}: convergence" + (
+                f", distances in the standard errors of {self.reference}" if self.reference else "")
+        return plot_convergence(self, params=params, fig=fig, title=title)

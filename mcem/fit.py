@@ -61,7 +61,9 @@ def fit(
     callback : callable, optional
         Called with each iteration's history row (a dict); returning True stops the run.
     progress : bool, optional
-        Show a progress bar; default: only when stderr is a terminal.
+        Show a progress line: the iteration, the sample size m and the stopping rule's measure
+        against its target (no total, because the rule ends the run); the last line stays.
+        Default: only when stderr is a terminal.
     checkpoint : str or path, optional
         Write the full state of the run (parameters, history, chain states, adaptation, random
         generators, schedule) to this file after completed iterations, atomically and without

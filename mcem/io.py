@@ -63,8 +63,12 @@ def load_result(path, model=None) -> FitResult:
         The file.
     model : Model, optional
         The fitted model, attached to the result (outside the dict, as :func:`mcem.fit` does) so
-        that methods needing it (standard errors, ...) work without ``model=``. Its parameters
-        must match the saved ones (names and shapes), else ``ValueError``. When the file holds
+        that what needs it (``bse``, ``conf_int``, ``summary``, an estimate of ``llf``, ...)
+        works; :meth:`~mcem.FitResult.attach` does the same later. Its parameters must match the
+        saved ones (names and shapes), else ``ValueError``. Without a model the stored
+        log-likelihood (``loglik``, ``loglik_mcse``) is still there: a file written before
+        ``loglik_mcse`` existed holds the exact value under ``loglik`` (or None), read with
+        ``loglik_mcse`` 0. When the file holds
         the fingerprint of the model that made it (results of :func:`mcem.fit`) and ``model``
         differs from it (name, declarations, data), a ``UserWarning`` says what differs.
 

@@ -1,4 +1,7 @@
-"""Plots of a fit's history: parameter paths, delta-Q, sample sizes, E-step diagnostics.
+"""Plots of fits: the overview of one fit (:func:`plot_fit`), the convergence of several side by
+side (:func:`plot_convergence`), a mixture's data with the fitted components (:func:`plot_mixture`),
+the bound (:func:`plot_bound`), and single panels: parameter paths, delta-Q, sample sizes,
+E-step diagnostics, log-likelihood paths.
 
 Every function returns the matplotlib Figure it drew on and never calls ``plt.show()``.
 Matplotlib is imported inside the functions, so ``import mcem`` does not load it.
@@ -13,13 +16,18 @@ from collections.abc import Mapping
 import numpy as np
 
 from .boundplot import plot_bound
+from .convergenceplot import Target, convergence_panels, draw_panel, iteration_axis, own_se, plot_convergence
+from .mixtureplot import plot_mixture
+from .plotstyle import styles
 
 __all__ = [
     "plot_bound",
+    "plot_convergence",
     "plot_delta_q",
     "plot_diagnostics",
     "plot_fit",
     "plot_loglik",
+    "plot_mixture",
     "plot_paths",
     "plot_sample_size",
 ]
@@ -70,14 +78,14 @@ def _element_label(name, idx):
     return f"{name}[{','.join(map(str, idx))}]" if idx else name
 
 
-def _new_figure(n_panels, ncols=None, fig=None):
+def _new_figure(n_panels, ncols=None, fig=None, size=(_PANEL_W, _PANEL_H)):
     """A figure (or the given Figure/SubFigure) with ``n_panels`` axes in a grid."""
     ncols = ncols or min(3, n_panels)
     nrows = math.ceil(n_panels / ncols)
     if fig is None:
         import matplotlib.pyplot as plt
 
-        fig = plt.figure(figsize=(_PANEL_W * ncols, _PANEL_H * nrows), layout="constrained")
+        fig = plt.figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     grid = fig.subplots(nrows, ncols, squeeze=False)
     axes = list(grid.ravel())
     for ax in axes[n_panels:]:
@@ -108,14 +116,19 @@ def _param_names(hist, params):
 # --------------------------------------------------------------------------- paths
 
 
-def _draw_path(ax, hist, name, reference=None, ref_hist=None):
-    """One panel: the path of parameter ``name`` (one line per element), reference dashed."""
+def _draw_path(ax, hist, name, reference=None, ref_hist=None, ref_label=None):
+    """One panel: the path of parameter ``name`` (one line per element), a reference fit's path
+    dashed; a reference of parameter values (``ref_hist`` None) as dotted lines."""
     x = _iters(hist)
     path = hist.params(name)
     shape = path.shape[1:]
     flat = path.reshape(len(path), -1)
     idxs = list(np.ndindex(shape)) if shape else [()]
     ref_flat = ref_final = None
+    values = None
+    if reference is not None and ref_hist is None:
+        values = np.ravel(np.asarray(reference[name], dtype=float)) if name in reference else None
+        reference = None
     if reference is not None:
         ref_path = ref_hist.params(name)
         ref_final = np.asarray(reference["params"][name], dtype=float)
@@ -126,7 +139,7 @@ def _draw_path(ax, hist, name, reference=None, ref_hist=None):
         ref_flat = ref_path.reshape(len(ref_path), -1)
         ref_final = ref_final.reshape(-1)
         ref_x = _iters(ref_hist)
-        rlabel = _ref_label(reference)
+        rlabel = ref_label or _ref_label(reference)
     for j, idx in enumerate(idxs):
         color = f"C{j % 10}"
         ax.plot(x, flat[:, j], color=color, marker=".", ms=3, label=_element_label(name, idx))
@@ -135,10 +148,12 @@ def _draw_path(ax, hist, name, reference=None, ref_hist=None):
                     label=rlabel if j == 0 else "_nolegend_")
             ax.axhline(ref_final[j], color=color, ls=":", lw=0.8,
                        label=f"{rlabel} final" if j == 0 else "_nolegend_")
+    for j, v in enumerate(values if values is not None else ()):
+        ax.axhline(v, color="k", ls=":", lw=1.2, label=(ref_label or "reference") if j == 0 else "_nolegend_")
     ax.set_xlabel("iteration")
     ax.set_ylabel(name)
     ax.set_title(name)
-    if len(idxs) > 1 or ref_flat is not None:
+    if len(idxs) > 1 or ref_flat is not None or values is not None:
         handles, labels = ax.get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: labels[i].startswith(rlabel) if ref_flat is not None else 0)
         ax.legend([handles[i] for i in order], [labels[i] for i in order],
@@ -336,24 +351,6 @@ def _draw_rhat(ax, hist, threshold):
     ax.legend(fontsize="x-small")
 
 
-def _draw_precision(ax, hist, tol):
-    """The stopping rule's measures (in standard errors) per iteration, with tol and tol / 2."""
-    x = _iters(hist)
-    for col, style, lab in (("mc_ratio", "o-", "Monte Carlo error"), ("distance", "s--", "distance to go (lower bound)")):
-        v = _col(hist, col)
-        if v is not None:
-            ok = np.isfinite(v)
-            ax.plot(x[ok], v[ok], style, ms=3, label=lab)
-    if tol:
-        ax.axhline(tol, color="0.3", lw=0.8, ls=":", label=f"tol = {tol:g}")
-        ax.axhline(tol / 2, color="0.6", lw=0.8, ls=":", label="tol / 2")
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("standard errors")
-    ax.set_title("stopping rule (in SEs)")
-    ax.legend(fontsize=7)
-
-
 def _diag_panels(hist):
     panels = []
     if _col(hist, "acceptance_mean") is not None or _col(hist, "acceptance_min") is not None:
@@ -446,46 +443,73 @@ def plot_loglik(results, ax=None):
 # --------------------------------------------------------------------------- composite
 
 
-def plot_fit(result, reference=None, *, max_params=3, ncols=3):
-    """An overview figure of one fit: the paths of the first ``max_params`` parameters (with the
-    ``reference`` overlaid), the log-likelihood, delta-Q, the sample size m, the stopping rule's
-    measures in standard errors (Monte Carlo error and distance to go, with ``tol``) and the
-    E-step diagnostics. Panels whose history columns are absent (or all NaN) are skipped, so an exact
-    EM result shows only its paths and log-likelihood.
+def _fit_target(result, reference, se, ref_label):
+    """The runs the convergence panels of :func:`plot_fit` draw and where distances are measured from."""
+    runs = {_label(result): result}
+    if reference is None:
+        return runs, Target("the final estimate", None, se)
+    if isinstance(reference, Mapping) and "history" in reference:
+        lab = ref_label or _ref_label(reference)
+        runs[lab if lab not in runs else f"{lab} (reference)"] = reference
+        if se is None:
+            se = own_se(reference)
+        return runs, Target(lab, reference["params"], se if se is not None else own_se(result))
+    if not isinstance(reference, Mapping):
+        raise TypeError(f"reference must be a FitResult or a dict of parameter values, got {type(reference).__name__}")
+    return runs, Target(ref_label or "reference", dict(reference), se if se is not None else own_se(result))
+
+
+def plot_fit(result, reference=None, *, se=None, reference_label=None, max_params=3, ncols=3):
+    """An overview figure of one fit.
+
+    Panels: the paths of the first ``max_params`` parameters; the distance of each iterate from
+    the reference (or from the final estimate) in standard errors, log scale, with the iterate's
+    Monte Carlo band where the history has it; the log-likelihood below its maximum (log scale;
+    VB-EM without one: its bound); delta-Q (MCEM); the draws m and their ESS; the stopping rule's
+    measures against their targets (:data:`mcem.progress.RULES`); R-hat and acceptance. Panels
+    whose history columns are absent are left out, so exact EM shows its paths, its distance,
+    its log-likelihood gap and its rule. See :mod:`mcem.convergenceplot`.
+
+    Parameters
+    ----------
+    result : FitResult
+    reference : FitResult or dict, optional
+        Another fit (for example exact EM), overlaid dashed and drawn in the convergence panels,
+        or parameter values (a closed-form or quadrature MLE), dotted on the path panels.
+        Distances are measured from it.
+    se : dict, optional
+        The standard errors distances are measured in (default: the reference fit's, else the
+        result's own). Without any, the distance panel is left out.
+    reference_label : str, optional
+        The reference's name in legends and titles (default ``"exact EM"`` for an EM fit, its
+        method otherwise, ``"reference"`` for values).
+    max_params, ncols : int
+        Parameter panels drawn, and columns of the grid.
     """
     hist = _history(result)
-    ref_hist = _history(reference, "reference") if reference is not None else None
+    ref_hist = _history(reference, "reference") if isinstance(reference, Mapping) and "history" in reference else None
+    runs, target = _fit_target(result, reference, se, reference_label)
     names = list(hist[0]["params"].keys())[:max_params]
     panels = [("path", n) for n in names]
-    if _col(hist, "loglik") is not None:
-        panels.append(("loglik", None))
+    conv = convergence_panels(runs)
+    if target.se is None and own_se(result) is None:  # no standard errors to measure in
+        conv.remove("distance")
     if _col(hist, "delta_q") is not None:
-        panels.append(("delta_q", None))
-    if _col(hist, "m") is not None:
-        panels.append(("m", None))
-    if _col(hist, "mc_ratio") is not None:
-        panels.append(("precision", None))
-    panels += [(p, None) for p in _diag_panels(hist)]
-    fig, axes = _new_figure(len(panels), min(ncols, len(panels)))
-    settings = result.get("settings") or {}
+        conv.insert(conv.index("gap") + 1 if "gap" in conv else 1, "delta_q")
+    panels += [(k, None) for k in conv]
+    fig, axes = _new_figure(len(panels), min(ncols, len(panels)), size=(4.4, 3.3))
+    st = styles(runs)
     for ax, (kind, name) in zip(axes, panels):
         if kind == "path":
-            ref = reference if reference is not None and name in ref_hist[0]["params"] else None
-            _draw_path(ax, hist, name, ref, ref_hist)
-        elif kind == "loglik":
-            runs = {_label(result): result}
-            if reference is not None and _col(ref_hist, "loglik") is not None:
-                runs[_ref_label(reference)] = reference
-            plot_loglik(runs, ax=ax)
+            ref = reference if reference is not None and (ref_hist is None or name in ref_hist[0]["params"]) else None
+            _draw_path(ax, hist, name, ref, ref_hist, target.label)
+            iteration_axis(ax, runs)
         elif kind == "delta_q":
             _draw_delta_q(ax, result, hist)
-        elif kind == "m":
-            _draw_sample_size(ax, result, hist)
-        elif kind == "precision":
-            _draw_precision(ax, hist, settings.get("tol") if settings.get("stop") == "precision" else None)
-        elif kind == "acceptance":
-            _draw_acceptance(ax, hist)
+            iteration_axis(ax, runs)
         else:
-            _draw_rhat(ax, hist, float(settings.get("max_rhat", 1.05)))
-    fig.suptitle(f"mcem fit: method={_label(result)!r}, {result.get('n_iter', len(hist) - 1)} iterations")
+            draw_panel(ax, kind, runs, st, target)
+    how = ("converged" if result.get("converged") else "not converged") + (
+        f" ({result['stopped_by']})" if result.get("stopped_by") else "")
+    fig.suptitle(f"mcem fit: method={_label(result)!r}, {result.get('n_iter', len(hist) - 1)} iterations, {how}")
     return fig

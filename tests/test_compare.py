@@ -44,13 +44,17 @@ def test_compare_runs_every_method_from_the_same_start(faithful_comparison):
         assert word in text
 
 
-def test_compare_plot_overlays_every_method(faithful_comparison, tmp_path):
+def test_compare_plot_draws_every_method(faithful_comparison, tmp_path):
     _, c = faithful_comparison
     fig = c.plot(params=["weights"])
     ax = fig.axes[0]
-    assert [ln.get_label() for ln in ax.get_lines()] == ["em", "mcem", "saem", "gem", "vbem"]
-    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), c.results["mcem"].history.params("weights")[:, 0])
-    assert fig.axes[len(["w0", "w1"])].get_title() == "log-likelihood"
+    assert ax.get_title() == "distance from em" and ax.get_xlabel().startswith("iteration")
+    labelled = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert [ln.get_label() for ln in labelled][:5] == ["em", "mcem", "saem", "gem", "vbem"]
+    d = np.abs(c.results["mcem"].history.params("weights") - c.results["em"].params["weights"])
+    d = np.max(d / c.reference_se["weights"], axis=1)  # the distance over the weights, in exact EM's SEs
+    np.testing.assert_allclose(labelled[1].get_ydata(), d[d > 0])
+    assert fig.axes[1].get_title() == "log-likelihood below its maximum"
     fig.savefig(tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").stat().st_size > 5000
 
@@ -168,7 +172,7 @@ def test_method_comparison_rows_by_name(faithful_comparison):
     _, c = faithful_comparison
     assert c.kind == "methods" and c.row("saem")["method"] == "saem"
     assert c.reference_params is c.results["em"].params and c.reference_se is c.standard_errors["em"]
-    with pytest.raises(TypeError, match=r"Comparison.plot of methods takes params and max_panels, got \['ncols'\]"):
+    with pytest.raises(TypeError, match=r"Comparison.plot of methods takes params, fig and title, got \['ncols'\]"):
         c.plot(ncols=2)
 
 

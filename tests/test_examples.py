@@ -28,8 +28,12 @@ def test_gmm_demo_prints_table_and_writes_png(tmp_path, capsys):
     assert results["em"]["loglik"] == pytest.approx(-1130.2640, abs=1e-3)
     assert results["em"].converged
     np.testing.assert_allclose(np.sort(results["em"].params["weights"]), [0.3559, 0.6441], atol=1e-3)
-    assert fig.axes[0].get_xlabel() == "iteration"
-    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["em", "mcem", "saem"]
+    mixture, distance = fig.axes[:2]  # the data with the fitted ellipses, then the convergence panels
+    assert mixture.get_xlabel() == "eruption (minutes)"
+    assert len(mixture.patches) == 3 * 2 * 2  # a 1 and a 2 SD ellipse per component per method
+    assert distance.get_title() == "distance from em" and distance.get_xlabel().startswith("iteration")
+    labels = [ln.get_label() for ln in distance.get_lines() if not ln.get_label().startswith("_")]
+    assert labels[:3] == ["em", "mcem", "saem"]
     # the Monte Carlo fits land on the exact-EM optimum: far inside one standard error
     for name in ("mcem", "saem"):
         assert results[name]["loglik"] == pytest.approx(results["em"]["loglik"], abs=0.05)

@@ -45,7 +45,7 @@ def test_fit_result_standard_errors_and_summary_for_mcem():
     assert set(se) == {"t"} and se["t"].shape == ()
     louis = res.inference(method="louis")
     assert abs(louis.se["t"] - se["t"]) < 4 * louis.se_mcse["t"] + 2e-3
-    text = res.summary()
+    text = str(res.summary())
     assert "std err" in text and "t  " in text and "Log-likelihood" in text
 
 
@@ -127,11 +127,12 @@ def test_mixture_loglik_is_exact_and_aic_bic():
     X = mcem.datasets.load_faithful()
     model = mcem.models.gaussian_mixture(X, 2)
     res = mcem.fit(model, method="mcem", sampler="gibbs", rng=1)
-    est = res.loglik()
+    est = res.marginal_loglik()
     assert est.mcse == 0 and est.value == pytest.approx(model.exact_loglik(res.params))
     k = 2 * 3 + 2 * 2 + 1
-    assert res.aic() == pytest.approx(-2 * est.value + 2 * k)
-    assert res.bic() == pytest.approx(-2 * est.value + k * np.log(272))
+    assert res.df_model == k and res.nobs == 272
+    assert res.aic == pytest.approx(-2 * est.value + 2 * k)
+    assert res.bic == pytest.approx(-2 * est.value + k * np.log(272))
     # without the exact log-likelihood the sum over label states gives the same number
     bare = mcem.Model(model.log_joint_fn, params=model.params, latents=model.latents, data=model.data)
     assert marginal_loglik(bare, res.params).value == pytest.approx(est.value, rel=1e-12)

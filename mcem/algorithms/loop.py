@@ -13,7 +13,7 @@ A method is a module with a few functions on an explicit state (a ``NamedTuple``
     def advance(cfg, model, state) -> State                         # optional: before the next one
     def finish(cfg, model, state, stop, history) -> (theta, Stop, extra)
 
-:func:`run` drives it: the history row of every iteration, the callback, the progress bar,
+:func:`run` drives it: the history row of every iteration, the callback, the progress display,
 the checkpoint after completed iterations (at most once per ``checkpoint_every`` seconds, 1.0
 by default, 0 for every iteration, and always at max_iter), :func:`mcem.resume` from one, Ctrl-C
 (the partial result of the last completed iteration), an update the method could not use (the run
@@ -25,7 +25,6 @@ returns a :class:`Stop` when its own rule ends the run; the loop owns every othe
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from types import SimpleNamespace
@@ -38,6 +37,7 @@ from .._warnlog import WarningLog, active_log
 from ..checkpoint import Checkpointer
 from ..exceptions import ConvergenceWarning
 from ..inference import degeneracy
+from ..progress import Progress
 from ..result import FitResult, History
 
 __all__ = ["Stop", "Config", "Loop", "run", "checked_update"]
@@ -73,7 +73,7 @@ def invalid(t, why) -> Stop:
 
 
 class Loop:
-    """Bookkeeping of one run: history, timing, callback, progress bar."""
+    """Bookkeeping of one run: history, timing, callback, progress display (:mod:`mcem.progress`)."""
 
     def __init__(self, model, method, max_iter, callback, progress, settings):
         self.model = model
@@ -84,13 +84,8 @@ class Loop:
         self.settings = settings
         self.t_start = time.perf_counter()
         self._t_last = self.t_start
-        self.bar = None
-        if progress is None:
-            progress = sys.stderr.isatty()
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=max_iter, desc=f"mcem[{method}]", leave=False)
+        # the iteration, m and the stopping rule's measure against its target; no total
+        self.progress = Progress(method, settings, model, show=progress)
 
     def record(self, it, theta, **values) -> bool:
         """Append a history row; return True when the callback asks to stop."""
@@ -105,24 +100,22 @@ class Loop:
         row["seconds"] = now - self._t_last
         self._t_last = now
         self.history.append(row)
-        if self.bar is not None and it > 0:
-            post = {k: values[k] for k in ("loglik", "m", "delta_q") if k in values}
-            self.bar.set_postfix({k: f"{v:.6g}" for k, v in post.items()}, refresh=False)
-            self.bar.update(1)
+        self.progress.update(row, self.history[-2] if len(self.history) > 1 else None)
         if self.callback is not None and it > 0:
             return bool(self.callback(dict(row)))
         return False
 
     def finish(self, theta, stop: Stop, **extra) -> FitResult:
-        if self.bar is not None:
-            self.bar.close()
+        problems = degeneracy(self.model, theta)
+        # the last line stays: the final state and how the run ended
+        self.progress.close(stop._replace(converged=False) if problems else stop,
+                            note="degenerate fit" if problems else None)
         if stop.stopped_by == "max_iter":
             warnings.warn(
                 ConvergenceWarning(f"{self.method}: stopped at max_iter={self.max_iter} without converging; "
                                    "increase max_iter or loosen tol", key="max_iter"),
                 stacklevel=4,
             )
-        problems = degeneracy(self.model, theta)
         if problems:  # a boundary estimate: standard errors do not apply there
             note = ("degenerate fit: " + "; ".join(problems[:3])
                     + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))

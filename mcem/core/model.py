@@ -171,6 +171,9 @@ class Model(Derivatives):
         units, so that sampling each block of units on its own is sampling the whole. Enables
         the sharded E step (``make_estep(..., shards=k, executor=...)``) and unit minibatches in the
         stochastic M step. See :meth:`subset` and :meth:`with_subset`.
+    labels : dict, optional
+        Parameter name -> one label (str) per element in C order, e.g. ``{"beta": ["Intercept",
+        "Days"]}``: the names results print (``fit.param_names``); also a settable attribute.
     name : str, optional
     """
 
@@ -198,6 +201,7 @@ class Model(Derivatives):
         unit_scores: Callable | None = None,
         hessian: Callable | None = None,
         chains: Mapping | None = None,
+        labels: Mapping | None = None,
         name: str | None = None,
     ):
         if not callable(log_joint):
@@ -238,6 +242,26 @@ class Model(Derivatives):
         self._offsets, self.n_unconstrained = param_offsets(self.params)
         self.init = self.check_theta(init or {}, "init", partial=True)
         self._per_unit = None
+        self.labels = labels
+
+    labels = property(lambda self: self.__dict__.get("_labels"),
+                      doc="Parameter name -> tuple of per-element labels (C order), or None.")
+
+    @labels.setter
+    def labels(self, value):  # a dict name -> tuple of str, checked against the parameters
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"labels must be a dict parameter name -> sequence of str, or None; got {type(value).__name__}")
+        out = {}
+        for n, v in (value or {}).items():
+            if n not in self.params:
+                raise ValueError(f"labels has unknown parameter {n!r}; the model's parameters are {list(self.param_names)}")
+            if isinstance(v, str | bytes) or not hasattr(v, "__len__") or not all(isinstance(s, str) for s in v):
+                raise TypeError(f"labels[{n!r}] must be a sequence of str (one per element), got {v!r}")
+            if len(v) != self.params[n].size or len(set(v)) != len(v):
+                raise ValueError(f"labels[{n!r}] must hold {self.params[n].size} distinct label(s) (one per element of "
+                                 f"shape {self.params[n].shape}, C order), got {list(v)!r}")
+            out[n] = tuple(v)
+        self.__dict__["_labels"] = out or None
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -364,6 +388,7 @@ class Model(Derivatives):
                 f"{type(sub).__name__}"
             )
         check_submodel(self, sub, u)
+        sub.labels = sub.labels or self.labels  # the same parameters, so the same labels
         return sub
 
     # ------------------------------------------------------------------ latents
@@ -484,7 +509,7 @@ class Model(Derivatives):
         rebuild = self.__dict__.get("_rebuild")
         if rebuild is None:
             return super().__reduce_ex__(protocol)
-        return rebuild
+        return rebuild if self.labels is None else (*rebuild, {"_labels": self.labels})
 
     def __repr__(self):
         ps = ", ".join(f"{n}: {self.params[n]!r}" for n in self.param_names)

@@ -5,11 +5,15 @@ hold them have other names (``mcem.models.censored``, ``mixture``, ``missing``,
 ``random_intercept``, ...), so that ``from mcem.models import tobit`` is always the function.
 """
 
-from . import (censored, crossed, glmm_model, glmm_quadrature, hmm, level, linear_gaussian, linkage, missing, mixture,
+from . import (censored, crossed, formula_glmm, formula_terms, glmm_model, glmm_quadrature, hmm, level,
+               linear_gaussian, linkage, missing, mixture, mixture_estimator,
                pumps, random_intercept, stochvol)
 from .crossed import crossed_logit, salamander
-from .mixture import GaussianMixture, gaussian_mixture
+from .mixture import gaussian_mixture
+from .mixture_estimator import GaussianMixture
 from .glmm_model import random_intercept_glmm
+from .formula_glmm import MixedModel, glmm
+from .formula_terms import MixedDesign, RandomTerm, mixed_design
 from .hmm import gaussian_hmm
 from .level import local_level
 from .stochvol import stochastic_volatility
@@ -22,6 +26,13 @@ from .censored import motorette, tobit, tobit_mle
 
 __all__ = [
     "GaussianMixture",
+    "MixedDesign",
+    "MixedModel",
+    "RandomTerm",
+    "formula_glmm",
+    "formula_terms",
+    "glmm",
+    "mixed_design",
     "censored",
     "glmm_model",
     "glmm_quadrature",

@@ -5,6 +5,7 @@ Parameterisation (K components, d dimensions)::
     weights       simplex(K)
     means         real, shape (K, d)
     covariances   "full": positive_definite(d, batch=K), shape (K, d, d)
+                  "tied": positive_definite(d), shape (d, d), one matrix for every component
                   "diag": positive, shape (K, d)
                   "spherical": positive, shape (K,)
     latent label  Discrete(K, shape=N, unit=True)
@@ -12,9 +13,9 @@ Parameterisation (K components, d dimensions)::
     log p(x_n, z_n = k; theta) = log w_k + log N(x_n | mu_k, Sigma_k)
 
 :func:`gaussian_mixture` builds the :class:`mcem.Model` (with the exact E step, the closed-form M
-step from sufficient statistics, the exact log-likelihood and the exact label sampler), and
-:class:`GaussianMixture` is a scikit-learn-style estimator on top of it. Everything works in log
-space, so points far from every component do not underflow.
+step from sufficient statistics, the exact log-likelihood and the exact label sampler); the
+scikit-learn estimator :class:`~mcem.models.mixture_estimator.GaussianMixture` is built on it.
+Everything works in log space, so points far from every component do not underflow.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .. import constraints as C
-from .._validation import as_generator, check_choice, check_mapping, check_positive_float, check_positive_int
-from ..fit import fit as _fit
+from .._validation import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
 from ..core import Discrete, Model
 from ._common import Memo, bind, ready_model
 
-__all__ = ["GaussianMixture", "gaussian_mixture", "component_log_density", "kmeans_plusplus"]
+__all__ = ["gaussian_mixture", "component_log_density", "initial_params", "kmeans_plusplus", "params_from_resp"]
 
-COVARIANCE_TYPES = ("full", "diag", "spherical")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _EPS = 10 * np.finfo(float).eps
 
 
@@ -65,9 +65,61 @@ def _check_X(X, name="X", d=None):
     return arr
 
 
-def _precision_cholesky(covariances, covariance_type):
-    """Factors P with P P^T = Sigma^-1 ("full"), or inverse standard deviations; and log|P|."""
-    if covariance_type == "full":
+def _check_start(value, name, shape, what):
+    """A float copy of a user start of shape ``shape`` with finite values; errors name ``name``."""
+    arr = as_real_array(value, name)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {int(np.isnan(arr).sum())} NaN and "
+                         f"{int(np.isinf(arr).sum())} inf value(s)")
+    return arr
+
+
+def _check_weights(w, K):
+    """Starting weights: in [0, 1], summing to 1 within scikit-learn's 1e-8; returned normalised."""
+    w = _check_start(w, "weights_init", (K,), "n_components,")
+    if np.any(w < 0) or np.any(w > 1):
+        raise ValueError(f"weights_init must lie in [0, 1], got values from {w.min():.5g} to {w.max():.5g}")
+    if abs(w.sum() - 1.0) > 1e-8:  # scikit-learn's tolerance
+        raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.10g}")
+    return w / w.sum()
+
+
+def _covariances_from_precisions(P, covariance_type, K, d):
+    """The covariances of the precisions ``P`` (shaped by ``covariance_type``), checked."""
+    shape, what = {
+        "full": ((K, d, d), "n_components, n_features, n_features"),
+        "tied": ((d, d), "n_features, n_features"),
+        "diag": ((K, d), "n_components, n_features"),
+        "spherical": ((K,), "n_components,"),
+    }[covariance_type]
+    P = _check_start(P, "precisions_init", shape, f"{what} for covariance_type={covariance_type!r}")
+    if covariance_type in ("diag", "spherical"):
+        if np.any(P <= 0):
+            raise ValueError(f"precisions_init must be positive for covariance_type={covariance_type!r}, "
+                             f"got smallest value {P.min():.5g}")
+        return 1.0 / P
+    mats = P.reshape(-1, d, d)
+    symmetric = np.all(np.isclose(mats, np.swapaxes(mats, -1, -2)), axis=(-1, -2))
+    smallest = np.linalg.eigvalsh(0.5 * (mats + np.swapaxes(mats, -1, -2)))[:, 0]
+    bad = np.flatnonzero(~symmetric | (smallest <= 0))
+    if bad.size:
+        b = int(bad[0])
+        which = f"precisions_init[{b}]" if covariance_type == "full" else "precisions_init"
+        why = "is not symmetric" if not symmetric[b] else f"has smallest eigenvalue {smallest[b]:.5g}"
+        raise ValueError(f"precisions_init must hold symmetric positive-definite matrices for covariance_type="
+                         f"{covariance_type!r}; {which} {why}")
+    cov = np.linalg.inv(mats)
+    cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    return cov.reshape(shape)
+
+
+def precision_cholesky(covariances, covariance_type):
+    """Factors P with P P^T = Sigma^-1 ("full", "tied": upper triangular, scikit-learn's
+    ``precisions_cholesky_``), or inverse standard deviations ("diag", "spherical"); and log|P|
+    (per component, or per feature for "diag")."""
+    if covariance_type in ("full", "tied"):
         L = np.linalg.cholesky(covariances)  # (K, d, d)
         d = L.shape[-1]
         eye = np.broadcast_to(np.eye(d), L.shape)
@@ -82,11 +134,14 @@ def component_log_density(X, weights, means, covariances, covariance_type="full"
     """log w_k + log N(x_n | mu_k, Sigma_k) for every sample and component: shape (N, K)."""
     N, d = X.shape
     K = means.shape[0]
-    prec_chol, log_det = _precision_cholesky(covariances, covariance_type)
-    if covariance_type == "full":
+    prec_chol, log_det = precision_cholesky(covariances, covariance_type)
+    if covariance_type in ("full", "tied"):
         maha = np.empty((N, K))
+        if covariance_type == "tied":
+            XP = X @ prec_chol
         for k in range(K):  # a loop over components, each a BLAS product over all samples
-            y = X @ prec_chol[k] - means[k] @ prec_chol[k]
+            P = prec_chol if covariance_type == "tied" else prec_chol[k]
+            y = (XP if covariance_type == "tied" else X @ P) - means[k] @ P
             maha[:, k] = np.einsum("ij,ij->i", y, y)
     elif covariance_type == "diag":
         p2 = prec_chol**2  # (K, d)
@@ -116,6 +171,8 @@ def _stats_from_resp(R, Xc, covariance_type):
     S1 = R.T @ Xc
     if covariance_type == "full":
         S2 = np.stack([(R[:, k, None] * Xc).T @ Xc for k in range(R.shape[1])])
+    elif covariance_type == "tied":  # the scatter of all samples, weighted by their total responsibility
+        S2 = (R.sum(axis=1)[:, None] * Xc).T @ Xc
     elif covariance_type == "diag":
         S2 = R.T @ (Xc**2)
     else:
@@ -133,6 +190,9 @@ def _mstep(stats, data):
     if cov_type == "full":
         cov = S2 / nk[:, None, None] - m[:, :, None] * m[:, None, :]
         cov = 0.5 * (cov + np.swapaxes(cov, -1, -2)) + reg * np.eye(d)
+    elif cov_type == "tied":  # within-component scatter pooled over the components
+        cov = (S2 - m.T @ (nk[:, None] * m)) / nk.sum()
+        cov = 0.5 * (cov + cov.T) + reg * np.eye(d)
     elif cov_type == "diag":
         cov = np.maximum(S2 / nk[:, None] - m**2, 0.0) + reg
     else:
@@ -194,7 +254,7 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
     ----------
     X : array (N, d)
     n_components : int
-    covariance_type : {"full", "diag", "spherical"}
+    covariance_type : {"full", "tied", "diag", "spherical"}
     reg_covar : float
         Added to the diagonal of every covariance in the M step.
     init : dict, optional
@@ -226,6 +286,7 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
     }
     cov_c = {
         "full": C.positive_definite(d, batch=K),
+        "tied": C.positive_definite(d),
         "diag": C.positive(shape=(K, d)),
         "spherical": C.positive(shape=K),
     }[covariance_type]
@@ -266,179 +327,13 @@ def initial_params(X, n_components, covariance_type="full", reg_covar=1e-6, rng=
     labels = np.argmin(d2, axis=1)
     R = np.zeros((X.shape[0], K))
     R[np.arange(X.shape[0]), labels] = 1.0
+    return params_from_resp(X, R, covariance_type, max(reg_covar, 1e-6))
+
+
+def params_from_resp(X, resp, covariance_type="full", reg_covar=1e-6):
+    """The M step from responsibilities ``resp`` (n_samples, K): weights, means and covariances
+    (shaped by ``covariance_type``) with ``reg_covar`` added to the covariance diagonals."""
+    X = np.asarray(X, dtype=float)
     shift = X.mean(axis=0)
-    stats = _stats_from_resp(R, X - shift, covariance_type)
-    return _mstep(stats, {"covariance_type": covariance_type, "reg_covar": max(reg_covar, 1e-6), "shift": shift})
-
-
-class GaussianMixture:
-    """A Gaussian mixture fitted by exact EM, MCEM or SAEM, with a scikit-learn-style face.
-
-    Parameters
-    ----------
-    n_components : int
-    covariance_type : {"full", "diag", "spherical"}
-    reg_covar : float
-        Non-negative regularisation added to the covariance diagonals.
-    method : str
-        Passed to :func:`mcem.fit` (``"em"`` by default; ``"mcem"``, ``"saem"``, ``"gem"``).
-    max_iter : int
-        Passed to :func:`mcem.fit`.
-    tol : float, optional
-        Passed to :func:`mcem.fit`, where it means one thing per kind of method: for exact EM the
-        relative change of the log-likelihood, for the Monte Carlo methods the accepted Monte
-        Carlo error in standard errors. ``None`` (the default) passes each method its own
-        default (``1e-8`` for exact EM, ``0.1`` for MCEM and SAEM), so that switching the method
-        never hands a Monte Carlo run the exact-EM tolerance.
-    init_params : {"k-means++", "random"}
-    weights_init, means_init, covariances_init : array, optional
-        User starting values (override ``init_params`` for the ones given).
-    rng : None, int or numpy.random.Generator
-    fit_options : dict, optional
-        Further keyword arguments for :func:`mcem.fit`.
-
-    Attributes
-    ----------
-    weights_ : ndarray (K,)
-        Fitted mixture weights.
-    means_ : ndarray (K, d)
-        Fitted component means.
-    covariances_ : ndarray
-        Fitted covariances, shaped by ``covariance_type``.
-    converged_ : bool
-        Whether the fit met its convergence rule.
-    n_iter_ : int
-        Number of iterations.
-    lower_bound_ : float
-        The exact log-likelihood at the fitted parameters.
-    result_ : FitResult
-        The full result of :func:`mcem.fit`.
-    model_ : Model
-        The model that was fitted.
-    """
-
-    def __init__(
-        self,
-        n_components=1,
-        *,
-        covariance_type="full",
-        reg_covar=1e-6,
-        method="em",
-        max_iter=None,
-        tol=None,
-        init_params="k-means++",
-        weights_init=None,
-        means_init=None,
-        covariances_init=None,
-        rng=None,
-        fit_options=None,
-    ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.reg_covar = reg_covar
-        self.method = method
-        self.max_iter = max_iter
-        self.tol = tol
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.covariances_init = covariances_init
-        self.rng = rng
-        self.fit_options = fit_options
-
-    def _theta0(self, X, rng):
-        check_choice(self.init_params, "init_params", {"k-means++", "random"})
-        if self.init_params == "k-means++":
-            theta = initial_params(X, self.n_components, self.covariance_type, self.reg_covar, rng)
-        else:
-            N = X.shape[0]
-            R = rng.dirichlet(np.ones(self.n_components), size=N)
-            shift = X.mean(axis=0)
-            theta = _mstep(
-                _stats_from_resp(R, X - shift, self.covariance_type),
-                {"covariance_type": self.covariance_type, "reg_covar": max(self.reg_covar, 1e-6), "shift": shift},
-            )
-        for key, given in [
-            ("weights", self.weights_init),
-            ("means", self.means_init),
-            ("covariances", self.covariances_init),
-        ]:
-            if given is not None:
-                theta[key] = np.array(given, dtype=float)
-        return theta
-
-    def fit(self, X, y=None):
-        """Fit the mixture to X (n_samples, n_features); returns self."""
-        X = _check_X(X)
-        K = check_positive_int(self.n_components, "n_components")
-        fit_options = check_mapping(self.fit_options, "fit_options")
-        rng = as_generator(self.rng)
-        init_rng, fit_rng = rng.spawn(2)
-        model = gaussian_mixture(X, K, self.covariance_type, self.reg_covar)
-        theta0 = self._theta0(X, init_rng)
-        res = _fit(
-            model,
-            theta0,
-            method=self.method,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            rng=fit_rng,
-            **fit_options,
-        )
-        self.model_ = model
-        self.result_ = res
-        self.weights_ = res.params["weights"]
-        self.means_ = res.params["means"]
-        self.covariances_ = res.params["covariances"]
-        self.converged_ = res.converged
-        self.n_iter_ = res.n_iter
-        self.n_features_in_ = X.shape[1]
-        self.lower_bound_ = model.exact_loglik(res.params)
-        return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "weights_"):
-            raise RuntimeError("this GaussianMixture is not fitted yet; call fit(X) first")
-
-    def _comp(self, X):
-        self._check_fitted()
-        X = _check_X(X, d=self.n_features_in_)
-        return component_log_density(X, self.weights_, self.means_, self.covariances_, self.covariance_type)
-
-    def score_samples(self, X):
-        """Log density of every sample under the fitted mixture, shape (n_samples,)."""
-        return logsumexp(self._comp(X), axis=1)
-
-    def score(self, X, y=None):
-        """Mean log-likelihood per sample."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predict_proba(self, X):
-        """Posterior component probabilities (responsibilities), shape (n_samples, K)."""
-        lp = self._comp(X)
-        return np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
-
-    def predict(self, X):
-        """The most probable component of every sample."""
-        return np.argmax(self._comp(X), axis=1)
-
-    def _n_parameters(self):
-        K, d = self.means_.shape
-        cov = {"full": K * d * (d + 1) // 2, "diag": K * d, "spherical": K}[self.covariance_type]
-        return cov + K * d + K - 1
-
-    def bic(self, X):
-        """Bayesian information criterion on X (lower is better)."""
-        X = _check_X(X, d=getattr(self, "n_features_in_", None))
-        return -2.0 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
-
-    def aic(self, X):
-        """Akaike information criterion on X (lower is better)."""
-        X = _check_X(X, d=getattr(self, "n_features_in_", None))
-        return -2.0 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
-
-    def __repr__(self):
-        return (
-            f"GaussianMixture(n_components={self.n_components}, covariance_type={self.covariance_type!r}, "
-            f"method={self.method!r})"
-        )
+    stats = _stats_from_resp(np.asarray(resp, dtype=float), X - shift, covariance_type)
+    return _mstep(stats, {"covariance_type": covariance_type, "reg_covar": reg_covar, "shift": shift})

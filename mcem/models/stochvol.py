@@ -12,7 +12,8 @@ Model (T returns y_t)::
 
 :func:`stochastic_volatility` is the model written in the model language; its emission terms are
 not quadratic in ``h_t``, so ``sampler="auto"`` samples the path by conditional SMC and
-``fit.loglik()`` is a particle estimate with its Monte Carlo error.
+``fit.llf`` (:meth:`~mcem.FitResult.marginal_loglik`) is a particle estimate with its Monte
+Carlo error ``fit.llf_mcse``.
 
 The reference: on a grid of ``n_grid`` points covering ``width`` stationary standard deviations
 either side of ``mu``, the chain becomes a discrete hidden Markov chain (transition probabilities

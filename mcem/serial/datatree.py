@@ -16,11 +16,14 @@ __all__ = ["to_datatree"]
 
 
 def _attr_value(v):
-    """A value usable as a DataTree attribute (None dropped, settings as JSON)."""
-    if isinstance(v, bool | int | float | str):
-        return v
+    """A value usable as a DataTree attribute that netCDF can store: None dropped, booleans as
+    the integers 0 and 1 (netCDF has no boolean attributes), settings as JSON."""
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int | float | str):
+        return v
     return None
 
 
@@ -44,8 +47,11 @@ def to_datatree(result):
     * ``fit_params``: the final parameters, variable ``<name>`` with dims ``(<name>_dim_0, ...)``.
 
     Root attributes: ``method``, ``converged``, ``message``, ``stopped_by``, ``n_iter``,
-    ``loglik`` (absent when None), ``seconds``, ``model_name``, ``total_draws`` (when present)
-    and ``settings`` (a JSON string; non-JSON values as their ``repr``).
+    ``loglik`` and ``loglik_mcse`` (absent when None), ``seconds``, ``model_name``,
+    ``total_draws`` (when present) and ``settings`` (a JSON string; non-JSON values as their
+    ``repr``); booleans are stored as
+    0 and 1, so that the tree can be written to netCDF (``dt.to_netcdf(path)``, with a netCDF
+    engine such as ``h5netcdf`` installed: ``pip install "mcem[netcdf]"``).
     """
     import xarray as xr
     from arviz_base import dict_to_dataset, from_dict
@@ -53,7 +59,7 @@ def to_datatree(result):
     if not isinstance(result, Mapping):
         raise TypeError(f"to_datatree: expected a FitResult, got {type(result).__name__}")
     root = {}
-    for k in ("method", "converged", "message", "stopped_by", "n_iter", "loglik", "seconds",
+    for k in ("method", "converged", "message", "stopped_by", "n_iter", "loglik", "loglik_mcse", "seconds",
               "model_name", "total_draws"):
         v = _attr_value(result.get(k))
         if v is not None:
