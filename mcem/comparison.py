@@ -191,6 +191,8 @@ class Comparison:
             for row in self.rows:
                 v = row[key]
                 vals.append("" if isinstance(v, float) and np.isnan(v) else fmt.format(v))
+            if key == "elbo" and not any(vals):
+                continue  # no method bounds the log-likelihood: no row
             lines.append(f"{key:<22}" + "".join(f"{v:>{width}}" for v in vals))
         if self.reference:
             lines.append(f"(max_abs_distance_se: largest |estimate - {self.reference}| in standard errors)")
