@@ -189,8 +189,8 @@ def test_sleepstudy_reproduces_lme4_ml_fit_with_a_seed_only():
     # lme4's standard errors of the fixed effects (ML): the exact information gives the same
     np.testing.assert_allclose(se["beta"], ref["se"]["beta"], rtol=1e-3)
     assert list(model.labels["beta"]) == ["Intercept", "Days"]
-    assert list(model.labels["sd_Subject"]) == ["(Intercept)", "Days"]
-    assert list(model.labels["corr_Subject"])[2] == "Days,(Intercept)"
+    assert list(model.labels["sd_Subject"]) == ["sd((Intercept)|Subject)", "sd(Days|Subject)"]
+    assert list(model.labels["corr_Subject"])[2] == "cor(Days,(Intercept)|Subject)"  # the correlation, L[1, 0]
 
 
 @pytest.mark.parametrize("name, formula, loader", [

@@ -207,14 +207,19 @@ def _start(spec, X, y, offset, trials, family):
 
 
 def labels(spec):
-    """Per-element labels of every parameter with an array value (C order)."""
+    """Per-element labels of every parameter with an array value (C order), lme4's way:
+    the fixed effects by their column names, ``sd(Days|Subject)`` for a standard deviation,
+    ``cor(Days,(Intercept)|Subject)`` for an entry of the first column of a correlation matrix's
+    Cholesky factor (which is that correlation) and ``L(r,c|Subject)`` for its other entries."""
     out = {"beta": list(spec["fixed_names"])}
     for f in spec["factors"]:
-        out[f["sd"]] = list(f["names"])
+        g = f["group"]
+        out[f["sd"]] = [f"sd({n}|{g})" for n in f["names"]]
         for a, b, name in f["blocks"]:
             if name is not None:
                 nb = f["names"][a:b]
-                out[name] = [f"{r},{c}" for r in nb for c in nb]
+                out[name] = [f"cor({r},{c}|{g})" if j == 0 and i > 0 else f"L({r},{c}|{g})"
+                             for i, r in enumerate(nb) for j, c in enumerate(nb)]
     return out
 
 
