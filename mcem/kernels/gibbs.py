@@ -28,24 +28,62 @@ class GibbsState(NamedTuple):
     logp: np.ndarray  # (chains,) or (chains, n_units): log density at z
 
 
+#: Entries of the log weights handled at once by :func:`categorical_from_logits`: a block's K
+#: rows of weights stay in cache through its passes.
+_BLOCK = 1 << 15
+
+
 def categorical_from_logits(lp, rng):
     """Draw one index along axis 0 of unnormalised log weights ``lp`` (K, ...) by inverse CDF.
 
-    Returns ``(labels, lp_at_labels)``, both of shape ``lp.shape[1:]``.
+    Returns ``(labels, lp_at_labels)``, both of shape ``lp.shape[1:]``: the labels (int64) and
+    the entries of ``lp`` at them (exactly). ``lp`` is only read (it may be a read-only or
+    broadcast view). One uniform per draw, all drawn first; a state of weight 0 is never drawn.
+
+    The trailing axes are processed in blocks of about ``_BLOCK / K`` elements, each through
+    elementwise passes that stay in cache: the running maximum, one exponential per entry, the
+    cumulative sums by K - 1 in-place additions, and K - 1 comparisons with the scaled uniform,
+    each moving the label and its log weight up one state where the uniform lies beyond.
     """
-    K = lp.shape[0]
-    m = lp.max(axis=0)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = lp - m
-    np.exp(p, out=p)
-    np.cumsum(p, axis=0, out=p)
-    u = rng.random(lp.shape[1:])
-    u *= p[-1]
-    labels = np.zeros(lp.shape[1:], dtype=np.int64)
-    for k in range(K - 1):  # K - 1 vectorised comparisons; K is small
-        labels += p[k] <= u
-    picked = np.take_along_axis(lp, labels[None], axis=0)[0]
-    return labels, picked
+    lp = np.asarray(lp, dtype=float)
+    K, shape = lp.shape[0], lp.shape[1:]
+    u = rng.random(shape)
+    n = shape[-1] if shape else 1
+    lead = u.size // n if n else 0
+    lp3 = lp.reshape(K, lead, n)  # a view for contiguous or broadcast trailing axes
+    u3 = u.reshape(lead, n)
+    labels = np.empty((lead, n), dtype=np.int64)
+    picked = np.empty((lead, n))
+    width = max(1, min(n, _BLOCK // K))
+    c_s, p_s = np.empty(K * width), np.empty(K * width)
+    m_s, b_s, i_s = np.empty(width), np.empty(width, dtype=bool), np.empty(width, dtype=np.intp)
+    cols = np.arange(width)
+    for i in range(lead):
+        for start in range(0, n, width):
+            w = min(width, n - start)
+            c, p = c_s[:K * w].reshape(K, w), p_s[:K * w].reshape(K, w)
+            m, beyond, idx = m_s[:w], b_s[:w], i_s[:w]
+            np.copyto(c, lp3[:, i, start:start + w])  # the block's log weights, contiguous
+            np.copyto(m, c[0])
+            for k in range(1, K):
+                np.maximum(m, c[k], out=m)
+            if not np.isfinite(m.sum()):  # a unit with every weight 0 (or an infinite or NaN weight)
+                m[~np.isfinite(m)] = 0.0
+            np.subtract(c, m, out=p)
+            np.exp(p, out=p)
+            for k in range(1, K):  # p[k] becomes the unnormalised CDF at k
+                p[k] += p[k - 1]
+            uu = u3[i, start:start + w]
+            uu *= p[-1]
+            lab = labels[i, start:start + w]
+            lab.fill(0)
+            for k in range(K - 1):  # K - 1 vectorised comparisons
+                np.less_equal(p[k], uu, out=beyond)
+                lab += beyond
+            np.multiply(lab, w, out=idx)
+            idx += cols[:w]
+            np.take(c.reshape(-1), idx, out=picked[i, start:start + w], mode="clip")  # idx is in range
+    return labels.reshape(shape), picked.reshape(shape)
 
 
 class Gibbs(Kernel):

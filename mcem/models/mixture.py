@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import logsumexp
 
 from .. import constraints as C
 from .._validation import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
 from ..core import Discrete, Model
 from ._common import Memo, bind, ready_model
+from .mixture_stats import _estep, _FeatureCache, _log_densities, _normalise, _pick, _stats_from_resp
 
 __all__ = ["gaussian_mixture", "component_log_density", "initial_params", "kmeans_plusplus", "params_from_resp"]
 
@@ -165,21 +165,6 @@ def component_log_density(X, weights, means, covariances, covariance_type="full"
     return -0.5 * (d * np.log(2 * np.pi) + maha) + log_det + logw
 
 
-def _stats_from_resp(R, Xc, covariance_type):
-    """Weighted sufficient statistics of centred data Xc given responsibilities R (N, K)."""
-    S0 = R.sum(axis=0)
-    S1 = R.T @ Xc
-    if covariance_type == "full":
-        S2 = np.stack([(R[:, k, None] * Xc).T @ Xc for k in range(R.shape[1])])
-    elif covariance_type == "tied":  # the scatter of all samples, weighted by their total responsibility
-        S2 = (R.sum(axis=1)[:, None] * Xc).T @ Xc
-    elif covariance_type == "diag":
-        S2 = R.T @ (Xc**2)
-    else:
-        S2 = R.T @ np.einsum("ij,ij->i", Xc, Xc)
-    return {"S0": S0, "S1": S1, "S2": S2}
-
-
 def _mstep(stats, data):
     cov_type, reg = data["covariance_type"], data["reg_covar"]
     S0, S1, S2 = (np.asarray(stats[k], dtype=float) for k in ("S0", "S1", "S2"))
@@ -200,51 +185,66 @@ def _mstep(stats, data):
     return {"weights": weights, "means": m + data["shift"], "covariances": cov}
 
 
-def _components(theta, data):
-    """log w_k + log N(x_n | mu_k, Sigma_k), shape (N, K) (memoised per model by a :class:`Memo`)."""
-    return component_log_density(
-        data["X"], theta["weights"], theta["means"], theta["covariances"], data["covariance_type"]
-    )
+def _components(theta, data, features):
+    """log w_k + log N(x_n | mu_k, Sigma_k) laid out (K, N), read-only (memoised per model by a
+    :class:`Memo`): one matrix product with the feature matrix of the centred data, or the direct
+    form for components the product would not compute to :data:`~.mixture_stats.QUAD_TOL`."""
+    cov_type = data["covariance_type"]
+    prec_chol, log_det = precision_cholesky(theta["covariances"], cov_type)
+    means_c = np.asarray(theta["means"], dtype=float) - data["shift"]
+    lp, _ = _log_densities(features(data), data["Xc"], np.asarray(theta["weights"], dtype=float), means_c,
+                          prec_chol, log_det, cov_type)
+    lp.flags.writeable = False
+    return lp
 
 
 class _Parts(NamedTuple):
-    """What the model's functions take first: K, the memo of :func:`_components`, 0..N-1."""
+    """What the model's functions take first: K, the memo of :func:`_components`, 0..N-1 and the
+    feature matrix of the centred data (built on first use)."""
 
     n_components: int
     comp: Memo
     rows: np.ndarray
+    features: _FeatureCache
+
+
+def _comp(parts, theta, data):
+    return parts.comp(theta, data, parts.features)
 
 
 def _log_joint(parts, theta, z, data):
-    return parts.comp(theta, data)[parts.rows, z["label"]]
+    return _pick(_comp(parts, theta, data), z["label"], parts.rows)
 
 
 def _exact_estep(parts, theta, data):
-    lp = parts.comp(theta, data)
-    lse = logsumexp(lp, axis=1)
-    R = np.exp(lp - lse[:, None])
-    return _stats_from_resp(R, data["Xc"], data["covariance_type"]), float(lse.sum())
+    return _estep(_comp(parts, theta, data), parts.features(data), data["Xc"], data["covariance_type"])
 
 
 def _sufficient_stats(parts, z, data):
     N, K = data["X"].shape[0], parts.n_components
     labels = np.asarray(z["label"]).reshape(-1, N)
-    R = np.empty((N, K))
-    for k in range(K):
-        R[:, k] = np.mean(labels == k, axis=0)
-    return _stats_from_resp(R, data["Xc"], data["covariance_type"])
+    R = np.empty((K, N))
+    for k in range(K):  # the fraction of draws in each component, a pass per component
+        np.add.reduce(labels == k, axis=0, dtype=float, out=R[k])
+    if labels.shape[0] > 1:
+        R /= labels.shape[0]
+    return _stats_from_resp(R, parts.features(data), data["Xc"], data["covariance_type"])
 
 
 def _loglik(parts, theta, data):
-    return float(logsumexp(parts.comp(theta, data), axis=1).sum())
+    return _normalise(_comp(parts, theta, data), resp=False)[1]
 
 
 def _posterior_sampler(parts, theta, data, rng, batch=()):
-    lp = parts.comp(theta, data)
-    R = np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
-    cdf = np.cumsum(R, axis=1)
-    u = rng.random(tuple(batch) + (data["X"].shape[0], 1))
-    return {"label": np.minimum((u > cdf).sum(axis=-1), parts.n_components - 1)}
+    R, _ = _normalise(_comp(parts, theta, data))
+    u = rng.random(tuple(batch) + (R.shape[1],))
+    labels = np.zeros(u.shape, dtype=np.int64)
+    cdf = R[0]
+    for k in range(parts.n_components - 1):  # the label is the number of CDF values below u
+        labels += u > cdf
+        if k + 2 < parts.n_components:
+            cdf += R[k + 1]
+    return {"label": labels}
 
 
 def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, init=None) -> Model:
@@ -291,7 +291,7 @@ def gaussian_mixture(X, n_components, covariance_type="full", reg_covar=1e-6, in
         "spherical": C.positive(shape=K),
     }[covariance_type]
     params = {"weights": C.simplex(K), "means": C.real(shape=(K, d)), "covariances": cov_c}
-    parts = _Parts(K, Memo(_components, ("weights", "means", "covariances")), np.arange(N))
+    parts = _Parts(K, Memo(_components, ("weights", "means", "covariances")), np.arange(N), _FeatureCache())
     return ready_model(
         *bind(parts, _log_joint, _exact_estep, _sufficient_stats, _loglik, _posterior_sampler), _mstep,
         params=params, latents={"label": Discrete(K, shape=N, unit=True)}, data=data, init=init,
@@ -335,5 +335,5 @@ def params_from_resp(X, resp, covariance_type="full", reg_covar=1e-6):
     (shaped by ``covariance_type``) with ``reg_covar`` added to the covariance diagonals."""
     X = np.asarray(X, dtype=float)
     shift = X.mean(axis=0)
-    stats = _stats_from_resp(np.asarray(resp, dtype=float), X - shift, covariance_type)
+    stats = _stats_from_resp(np.asarray(resp, dtype=float).T, None, X - shift, covariance_type)
     return _mstep(stats, {"covariance_type": covariance_type, "reg_covar": reg_covar, "shift": shift})
