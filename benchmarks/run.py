@@ -32,8 +32,8 @@ import harness  # noqa: E402 - beside this file
 
 SCRIPTS = {
     "mixture": ["bench_mixture.py", "--write"],
-    "glmm": ["glmm.py", "--write"],
-    "lmm": ["bench_lmm.py", "--write"],
+    "glmm": ["glmm.py"],
+    "lmm": ["bench_lmm.py"],
     "compiler": ["bench_compiler.py"],
     "chains": ["bench_chains.py"],
     "checkpoint": ["bench_checkpoint.py"],
@@ -49,7 +49,7 @@ def main(argv=None):
     for name in a.only or SCRIPTS:
         script, *args = SCRIPTS[name]
         if a.quick:
-            args = [x for x in args if x != "--write"] + ["--quick"]
+            args = [x for x in args if x != "--write"] + ["--quick"]  # quick runs write no docs
         print(f"== {name}: python benchmarks/{script} {' '.join(args)}", flush=True)
         r = harness.run_process([sys.executable, str(here / script), *args], env={"OPENBLAS_NUM_THREADS": "1"})
         print(r["stdout"][-6000:])

@@ -10,7 +10,8 @@
 # fit, the estimates (beta with names, sd_group), the standard errors of beta, the log-likelihood
 # on the full scale (glmer's logLik with nAGQ > 1 omits the saturated model's log-likelihood, which
 # is added back; for 0/1 data it is 0), whether it converged, and the median and all elapsed
-# seconds (system.time); plus the R and package versions, the BLAS and LAPACK in use
+# seconds (system.time: elapsed, and user + system CPU as cpu_seconds); plus the R and package
+# versions, the BLAS and LAPACK in use
 # (sessionInfo()), the thread settings (OMP_NUM_THREADS and the BLAS variables, TMB's OpenMP
 # threads, glmmTMB's `parallel`) and the number of cores.
 #
@@ -42,9 +43,14 @@ if (!is.numeric(d$x) || anyNA(d$x)) {
 d$group <- factor(d$group)
 
 timed <- function(f) {
-  secs <- numeric(repeats)
-  for (i in seq_len(repeats)) secs[i] <- system.time(value <- f())[["elapsed"]]
-  list(value = value, seconds = median(secs), seconds_all = secs)
+  secs <- cpu <- numeric(repeats)
+  for (i in seq_len(repeats)) {
+    st <- system.time(value <- f())
+    secs[i] <- st[["elapsed"]]
+    cpu[i] <- st[["user.self"]] + st[["sys.self"]]
+  }
+  list(value = value, seconds = median(secs), seconds_all = secs, cpu_seconds = median(cpu),
+       cpu_seconds_all = cpu)
 }
 saturated <- sum(dbinom(d$y, 1, d$y, log = TRUE))
 
@@ -59,7 +65,8 @@ glmer_out <- function(t) {
        sd_group = attr(VarCorr(fit)$group, "stddev")[[1]],
        loglik = if (nagq > 1) ll + saturated else ll, loglik_reported = ll,
        converged = length(msgs) == 0 && fit@optinfo$conv$opt == 0, messages = I(as.character(msgs)),
-       seconds = t$seconds, seconds_all = I(t$seconds_all))
+       seconds = t$seconds, seconds_all = I(t$seconds_all),
+       cpu_seconds = t$cpu_seconds, cpu_seconds_all = I(t$cpu_seconds_all))
 }
 tmb_out <- function(t) {
   fit <- t$value
@@ -70,7 +77,8 @@ tmb_out <- function(t) {
        sd_group = attr(VarCorr(fit)$cond$group, "stddev")[[1]],
        loglik = as.numeric(logLik(fit)), converged = ok,
        messages = I(if (ok) character(0) else as.character(fit$fit$message)),
-       seconds = t$seconds, seconds_all = I(t$seconds_all))
+       seconds = t$seconds, seconds_all = I(t$seconds_all),
+       cpu_seconds = t$cpu_seconds, cpu_seconds_all = I(t$cpu_seconds_all))
 }
 
 f <- y ~ x + (1 | group)
