@@ -312,3 +312,32 @@ def test_glmm_poisson_example_reduced(tmp_path, capsys):
     assert "beta[2]" in capsys.readouterr().out and png.exists()
     assert np.any(out["model"].data["offset"] != 0)
     assert_matches_oracle(out)
+
+
+@pytest.mark.parametrize("family", ["logit", "binomial", "poisson"])
+def test_exact_unit_scores_equal_central_differences_of_the_log_joint(family):
+    """The ready GLMM's per-group scores (beta, then log sigma) against central differences of its
+    per-unit log joint in the unconstrained parameters (what the stopping rule used before)."""
+    from mcem.derivatives import central_difference
+
+    rng = np.random.default_rng(3)
+    G, n = 25, 4
+    g = np.repeat(np.arange(G), n)
+    X = np.c_[np.ones(G * n), rng.normal(size=G * n)]
+    trials = None
+    if family == "poisson":
+        y = rng.poisson(1.5, G * n).astype(float)
+    elif family == "binomial":
+        trials = rng.integers(1, 6, G * n).astype(float)
+        y = rng.binomial(trials.astype(int), 0.4).astype(float)
+    else:
+        y = (rng.random(G * n) < 0.4).astype(float)
+    model = glmm_model.random_intercept_glmm(X, y, g, family="poisson" if family == "poisson" else "logit",
+                                             trials=trials)
+    theta = {"beta": np.array([0.3, -0.4]), "sigma": 0.7}
+    z = {"u": rng.normal(size=(2, 3, G))}
+    exact = model.unit_scores_fn(theta, z, model.data)
+    v = model.to_unconstrained(theta)
+    fd = central_difference(lambda w: np.asarray(model.log_joint(model.from_unconstrained(w), z)), v, 1e-5, axis=-1)
+    assert exact.shape == (2, 3, G, 3)
+    np.testing.assert_allclose(exact, fd, atol=1e-7, rtol=1e-7)

@@ -31,6 +31,7 @@ _ROLES = (
     "grad_params",
     "log_joint_total",
     "value_and_grad",
+    "unit_scores",
 )
 
 
