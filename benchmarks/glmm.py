@@ -429,27 +429,6 @@ def settings(quick):
     return dict(G=10_000, budget=3600.0, r_repeats=2, small_G=100, small_budget=120.0, b_G=10_000, b_repeats=7)
 
 
-def rows(quick=False):
-    """The two summary rows of ``benchmarks/run.py`` (case 3: naive / mcem; case 6: sharding)."""
-    s = settings(quick)
-    with harness.one_blas_thread():
-        a = case_a(s["G"], [1, 2, 3], s["budget"], 3, s["r_repeats"], s["small_G"], s["small_budget"],
-                   log=lambda *_: None)
-        b = case_b(s["b_G"], s["b_repeats"])
-    t01 = _summ([o["t01_wall"] for o in a["mcem"]])
-    nv = a["naive"]
-    if t01 is None:
-        r3 = "mcem did not come within 0.1 SE"
-    elif nv["t01_wall"] is None:
-        r3 = (f"> {nv['budget'] / t01['median']:.1f} (naive {nv['final_distance']:.2f} SE away after "
-              f"{nv['budget']:.0f} s)")
-    else:
-        r3 = f"{nv['t01_wall'] / t01['median']:.1f} ({nv['t01_wall']:.1f} s / {t01['median']:.1f} s)"
-    return [(f"3. GLMM {s['G']}x10 to the MLE (0.1 SE): naive emcee MCEM / mcem", r3, ">= 20"),
-            (f"6. GLMM {s['b_G']}x10 E step, serial / 2-process sharded", f"{b['serial'] / b['sharded']:.2f}",
-             ">= 1.6")]
-
-
 def _jsonable(x):
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
