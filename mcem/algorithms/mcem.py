@@ -25,9 +25,10 @@ times in a row; ``stop="relative"``: the largest relative change of the unconstr
 below ``tol`` as often.
 
 ``mstep``: ``"auto"`` (closed form from the model's sufficient statistics when it has them,
-numerical otherwise), ``"closed_form"``, ``"numerical"`` (L-BFGS-B on Q_hat; the model's
-``grad_params`` gradient when given) or ``"adam"`` (stochastic: Adam over minibatches of
-draws, and of units with ``batch_units``; ``optimizer_options`` takes ``n_steps``, ``lr``,
+numerical otherwise), ``"closed_form"``, ``"numerical"`` (Newton's method on Q_hat where the
+model has an exact Hessian, L-BFGS-B otherwise: :func:`mcem.mstep.numerical`) or ``"adam"``
+(stochastic: Adam over minibatches of draws, and of units with ``batch_units``;
+``optimizer_options`` takes ``n_steps``, ``lr``,
 ``batch_draws``, ``batch_units``: see :func:`mcem.mstep.adam`).
 ``schedule``: ``"ascent"`` (default), ``"booth-hobert"``, ``"fixed"``, ``"geometric"``, a list
 or a function of the iteration (see :mod:`mcem.schedules`).

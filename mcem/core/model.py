@@ -495,6 +495,8 @@ class Model(Derivatives):
     #: ``(u, z, w) -> (sum_j w_j log p(x, z_j; theta(u)), gradient in u)``, exact; set by the
     #: model language's compiler, used by the numerical M steps when present.
     weighted_value_and_grad_u = None
+    #: ``(u, z, w) -> gradient in u`` of the same sum alone (Newton's M step); set with it.
+    weighted_grad_u = None
     #: The closed-form structure the model language found (for :meth:`describe`), or None.
     structure = None
 

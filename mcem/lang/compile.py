@@ -346,5 +346,6 @@ def compile_model(fn, data, trusted_units=None, jit=True):
     out.sites = _site_table(trace, maps)
     if jm is not None and jm.n_unconstrained:
         out.weighted_value_and_grad_u = jm.weighted_value_and_grad_u
+        out.weighted_grad_u = jm.weighted_grad_u
     out.structure = cf
     return out

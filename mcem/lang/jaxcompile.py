@@ -314,6 +314,11 @@ class JaxModel:
         v, g = self._weighted_sum("wvg", self.jax.value_and_grad, u, z, w, max(self.cap // 2, 1))
         return float(v), np.array(g, dtype=float)
 
+    def weighted_grad_u(self, u, z, w):
+        """The gradient in u alone of ``sum_j w_j log p(x, z_j; theta(u))`` (what the gradient does
+        not need of the forward pass, such as the log of a log-sum, is left out by the compiler)."""
+        return np.array(self._weighted_sum("wg", self.jax.grad, u, z, w, max(self.cap // 2, 1)), dtype=float)
+
     def grad_latents(self, theta, z, data=None):
         """Gradient of the summed log joint in each continuous latent, shaped like ``z[name]``
         (with its batch axes); discrete latents are left out."""

@@ -32,6 +32,7 @@ _ROLES = (
     "log_joint_total",
     "value_and_grad",
     "unit_scores",
+    "hessian",
 )
 
 

@@ -32,7 +32,6 @@ from ._glmm_common import (
     check_inputs,
     glm_start,
     group_sum,
-    mean_and_weight,
     normal_logpdf,
 )
 
@@ -48,8 +47,9 @@ __all__ = [
 _CHUNK = 1 << 16  # elements (draws x observations) per block of the vectorised evaluations
 
 
-def _eta_blocks(lin, u, group):
-    """Yield ``(rows, eta)`` over blocks of the flattened batch: eta = lin + u[rows][:, group].
+def _eta_blocks(lin, u, reps):
+    """Yield ``(rows, eta)`` over blocks of the flattened batch: eta = lin + u[rows] repeated over
+    each group's observations (``reps``: the group sizes; observations are sorted by group).
 
     Working in blocks of about ``_CHUNK`` elements keeps the temporaries in cache (a single
     (draws x observations) array of many draws is slow to allocate and to traverse); ``eta`` is
@@ -59,13 +59,17 @@ def _eta_blocks(lin, u, group):
     step = max(1, _CHUNK // n)
     for a in range(0, B, step):
         b = min(B, a + step)
-        eta = np.take(u[a:b], group, axis=1)
+        eta = np.repeat(u[a:b], reps, axis=1)  # contiguous groups: faster than a gather
         eta += lin
         yield slice(a, b), eta
 
 
+def _reps(data):
+    return data["counts"].astype(np.intp)
+
+
 def _log1p_exp_neg_abs(eta, out):
-    """log(1 + exp(-|eta|)) into ``out`` (SIMD log/exp; absolute error ~1e-16)."""
+    """log(1 + exp(-|eta|)) into ``out`` (log of 1 + t rather than log1p: absolute error ~1e-16)."""
     np.abs(eta, out=out)
     np.negative(out, out=out)
     np.exp(out, out=out)
@@ -84,10 +88,10 @@ def _log_joint(theta, z, data):
     beta, sigma = beta_sigma(theta)
     u, uf = _flat_u(z, G)
     lin = data["X"] @ beta + data["offset"]
-    y, g, st = data["y"], data["group"], data["starts"]
+    y, st = data["y"], data["starts"]
     out = np.empty(uf.shape)
     tmp = None
-    for rows, eta in _eta_blocks(lin, uf, g):
+    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
         if tmp is None or tmp.shape != eta.shape:
             tmp = np.empty_like(eta)
         if fam != "poisson":
@@ -116,7 +120,7 @@ def _log_joint_total(theta, z, data):
     if fam == "logit" and data["trials"] is None:
         curv = np.empty(uf.shape[0])
         tmp = None
-        for rows, eta in _eta_blocks(lin, uf, data["group"]):
+        for rows, eta in _eta_blocks(lin, uf, _reps(data)):
             if tmp is None or tmp.shape != eta.shape:
                 tmp = np.empty_like(eta)
             # sum softplus = sum max(eta, 0) + sum log(1 + exp(-|eta|)), and
@@ -129,7 +133,7 @@ def _log_joint_total(theta, z, data):
     elif fam == "logit":  # binomial: sum_i trials_i softplus(eta_i), minus the log binomial coefficients
         curv = np.empty(uf.shape[0])
         tmp = None
-        for rows, eta in _eta_blocks(lin, uf, data["group"]):
+        for rows, eta in _eta_blocks(lin, uf, _reps(data)):
             if tmp is None or tmp.shape != eta.shape:
                 tmp = np.empty_like(eta)
             _log1p_exp_neg_abs(eta, tmp)
@@ -145,18 +149,30 @@ def _log_joint_total(theta, z, data):
     return (linear - curv - const + prior).reshape(u.shape[:-1])
 
 
+def _logistic(eta):
+    """``(mean, t, r)`` of the logistic at ``eta``, overwriting ``eta`` with the mean: with
+    ``t = exp(-|eta|)`` and ``r = 1 / (1 + t)``, the mean is ``r`` where ``eta >= 0`` and
+    ``1 - r = t r`` elsewhere, i.e. ``1/2 + sign(eta) (r - 1/2)`` (one exp, no branch); the
+    GLM weight is ``t r^2``."""
+    t = np.abs(eta)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    r = t + 1.0
+    np.reciprocal(r, out=r)
+    np.sign(eta, out=eta)
+    eta *= r - 0.5
+    eta += 0.5
+    return eta, t, r
+
+
 def _residual_blocks(beta, uf, data):
     """Yield ``(rows, y - mean)`` over blocks of the flattened batch (the mean of each observation
     at eta = X beta + offset + u_g; binomial means carry their trials)."""
     fam = data["family"]
     lin = data["X"] @ beta + data["offset"]
-    for rows, eta in _eta_blocks(lin, uf, data["group"]):
-        if fam != "poisson":  # 1 / (1 + exp(-eta)): SIMD exp, faster than scipy's expit
-            np.negative(eta, out=eta)
-            with np.errstate(over="ignore"):
-                np.exp(eta, out=eta)
-            eta += 1.0
-            np.reciprocal(eta, out=eta)
+    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+        if fam != "poisson":
+            _logistic(eta)
             if data["trials"] is not None:
                 eta *= data["trials"]
         else:
@@ -164,6 +180,55 @@ def _residual_blocks(beta, uf, data):
                 np.exp(eta, out=eta)
         np.subtract(data["y"], eta, out=eta)
         yield rows, eta
+
+
+def _hessian(theta, z, data):
+    """The Hessian of the log joint in the unconstrained parameters (beta, log sigma), averaged
+    over the batch: ``-X' diag(mean_j w_ij) X`` for beta (w the GLM weights), ``-2 mean_j
+    sum_g u_g^2 / sigma^2`` for log sigma, no cross terms; one pass over the linear predictor."""
+    G, fam, p = data["n_groups"], data["family"], data["X"].shape[1]
+    beta, sigma = beta_sigma(theta)
+    _, uf = _flat_u(z, G)
+    lin = data["X"] @ beta + data["offset"]
+    wsum = np.zeros(lin.shape[0])
+    for _, eta in _eta_blocks(lin, uf, _reps(data)):
+        if fam != "poisson":
+            _, t, r = _logistic(eta)
+            t *= r
+            t *= r
+            wsum += t.sum(axis=0)
+        else:
+            with np.errstate(over="ignore"):
+                wsum += np.exp(eta, out=eta).sum(axis=0)
+    if data["trials"] is not None:
+        wsum *= data["trials"]
+    B = max(uf.shape[0], 1)
+    H = np.zeros((p + 1, p + 1))
+    H[:p, :p] = -(data["X"] * (wsum / B)[:, None]).T @ data["X"]
+    H[p, p] = -2.0 * np.sum(uf**2) / B / sigma**2
+    return H
+
+
+class _SigmaUpdate:
+    """The closed-form part of the M step: ``sigma^2 = mean_j sum_g u_g^2 / G`` maximises Q_hat
+    in sigma whatever beta is (the random effects' normal density is the only term with sigma).
+    ``names``, ``stats`` and ``update`` as :class:`mcem.lang.structure.ClosedForm`."""
+
+    names = ("sigma",)
+    complete = False
+
+    def __init__(self, n_groups):
+        self.n_groups = n_groups
+
+    def stats(self, z):
+        u = np.asarray(z["u"], dtype=float).reshape(-1, self.n_groups)
+        return {"sum_sq": np.asarray(np.mean(np.sum(u**2, axis=1)))}
+
+    def update(self, stats):
+        return {"sigma": float(np.sqrt(max(float(stats["sum_sq"]) / self.n_groups, 1e-300)))}
+
+    def describe(self):
+        return ["sigma from the mean square of the random intercepts"]
 
 
 def _grad_params(theta, z, data):
@@ -205,16 +270,12 @@ def _value_and_grad(theta, z, data):
     y, Xs = data["y"], data["X"]
     curv = np.empty(uf.shape[0])
     gb = np.empty((uf.shape[0], p))
-    for rows, eta in _eta_blocks(lin, uf, data["group"]):
-        t = np.abs(eta)
-        curv[rows] = 0.5 * (eta.sum(axis=1) + t.sum(axis=1))
-        np.negative(t, out=t)
-        np.exp(t, out=t)
-        curv[rows] += np.log1p(t).sum(axis=1)
-        r = t + 1.0
-        np.reciprocal(r, out=r)
-        np.multiply(t, r, out=t)
-        mean = np.where(eta >= 0.0, r, t)
+    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+        # sum softplus = sum max(eta, 0) + sum log(1 + t) = (sum eta + sum |eta|) / 2 + ...
+        curv[rows] = 0.5 * (eta.sum(axis=1) + np.abs(eta).sum(axis=1))
+        mean, t, _ = _logistic(eta)
+        t += 1.0
+        curv[rows] += np.log(t, out=t).sum(axis=1)  # log(1 + t) for t in (0, 1]: abs. error ~1e-16
         np.subtract(y, mean, out=mean)
         gb[rows] = mean @ Xs
     linear = data["y"] @ lin + uf @ data["ysum"]
@@ -253,7 +314,8 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None, t
     Model
         Parameters ``beta`` (real, ``(p,)``) and ``sigma`` (positive); latent ``u``
         (``Continuous(shape=G, unit=True)``). ``log_joint`` returns per-group terms; the model
-        also has ``log_joint_total``, ``grad_params`` and ``n_obs``. ``model.data`` holds the
+        also has ``log_joint_total``, ``grad_params``, ``value_and_grad``, the exact ``hessian``
+        and ``unit_scores``, sigma's closed-form update (``partial_mstep``) and ``n_obs``. ``model.data`` holds the
         observations sorted by group (``order`` maps back to the input order).
     """
     d = check_inputs(X, y, group, family, offset, trials)
@@ -266,13 +328,14 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None, t
         start["beta"] = glm_start(d)
 
     model = ready_model(
-        _log_joint, _grad_params, _log_joint_total, _value_and_grad, _unit_scores,
+        _log_joint, _grad_params, _log_joint_total, _value_and_grad, _unit_scores, _hessian,
         params={"beta": C.real(shape=p), "sigma": C.positive},
         latents={"u": Continuous(C.real, shape=G, unit=True)},
         data=d, init=start, n_obs=n, name=f"random_intercept_glmm({fam}, p={p}, G={G})",
     )
     # refers to model.data, so that pickling the model carries the data once
     model.subset_fn = partial(_subset, model.data, fam, start)
+    model.partial_mstep = _SigmaUpdate(G)
     return model
 
 
@@ -312,19 +375,11 @@ def mc_covariance(model, theta, draws):
         raise ValueError(
             f"draws['u'] must have shape (chain, draw, {d['n_groups']}), got shape {u.shape}"
         )
-    beta, sigma = beta_sigma(theta)
+    sigma = beta_sigma(theta)[1]
     g = model.grad_params_fn(theta, {"u": u}, d)
     scores = np.concatenate([g["beta"], (sigma * g["sigma"])[..., None]], axis=-1)  # (c, m, p+1)
     V = _mean_covariance(scores)
-    lin = d["X"] @ beta + d["offset"]
-    uf = u.reshape(-1, d["n_groups"])
-    wsum = np.zeros(lin.shape[0])
-    for _, eta in _eta_blocks(lin, uf, d["group"]):
-        wsum += mean_and_weight(eta, d["family"], d["trials"])[1].sum(axis=0)
-    p = beta.size
-    H = np.zeros((p + 1, p + 1))
-    H[:p, :p] = -(d["X"] * (wsum / uf.shape[0])[:, None]).T @ d["X"]
-    H[p, p] = -2.0 * np.mean(np.sum(uf**2, axis=1)) / sigma**2
+    H = _hessian(theta, {"u": u}, d)
     Hinv = np.linalg.inv(H)
     return Hinv @ V @ Hinv
 
