@@ -40,12 +40,15 @@ __all__ = [
 
 
 class MStepInfo(NamedTuple):
-    """What an M step reports: success flag, iterations, function evaluations and a message."""
+    """What an M step reports: success flag, iterations, function evaluations and a message;
+    ``scores``: the per-draw scores in the unconstrained coordinates at the returned parameters,
+    shape ``(chain, draw, p)``, where the M step computed them (None otherwise)."""
 
     success: bool
     nit: int
     nfev: int
     message: str
+    scores: np.ndarray | None = None
 
 
 def q_hat(model, theta, draws) -> float:
@@ -98,8 +101,8 @@ def numerical(model, theta0, draws, *, method=None, options=None):
     if method is None and not options and uses_newton(model, int(free.sum())):
         theta, info = newton(model, theta0, draws, free)
         if info.success or info.nit > 0:
-            return theta, MStepInfo(info.success, info.nit, info.nfev,
-                                    f"closed form for {sorted(fixed)}; {info.message}" if fixed else info.message)
+            return theta, info._replace(message=f"closed form for {sorted(fixed)}; {info.message}" if fixed
+                                        else info.message)
     wvg = getattr(model, "weighted_value_and_grad_u", None)
     method = "L-BFGS-B" if method is None else method
     u0 = model.to_unconstrained(theta0)
@@ -188,8 +191,13 @@ def newton(model, theta0, draws, free=None, *, tol=NEWTON_TOL, max_iter=NEWTON_M
         def grad(v):
             return wg(v, draws, weights)[free]
     else:
-        def grad(v):
-            return q_hat_grad(model, model.from_unconstrained(v), draws)[free]
+        seen = {}
+
+        def grad(v):  # per-draw scores kept for the point returned (the stopping rule uses them)
+            s = per_draw_scores(model, model.from_unconstrained(v), draws)
+            seen.clear()
+            seen[v.tobytes()] = s
+            return s.mean(axis=(0, 1))[free]
 
     def neg_hessian(v, sub):
         with np.errstate(all="ignore"):
@@ -212,7 +220,8 @@ def newton(model, theta0, draws, free=None, *, tol=NEWTON_TOL, max_iter=NEWTON_M
         if not np.isfinite(dec):
             return model.from_unconstrained(u), MStepInfo(False, it - 1, nfev, "the gradient is not finite")
         if dec <= tol:
-            return model.from_unconstrained(u), MStepInfo(True, it - 1, nfev, "Newton: decrement below tol")
+            scores = seen.get(u.tobytes()) if wg is None else None
+            return model.from_unconstrained(u), MStepInfo(True, it - 1, nfev, "Newton: decrement below tol", scores)
         if dec * dec > tol * dec_prev:  # the next step at this rate would not end: a new Hessian
             L_new = neg_hessian(u, sub)
             L = L if L_new is None else L_new

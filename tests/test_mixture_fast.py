@@ -326,3 +326,14 @@ def test_posterior_sampler_draws_the_responsibilities():
     assert ok.sum() > 50
     stat = np.sum((counts[:, ok] - expect[:, ok]) ** 2 / expect[:, ok])
     assert stats.chi2.sf(stat, 2 * ok.sum()) > 1e-3
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_public_component_log_density_matches_scipy(covariance_type):
+    rng = np.random.default_rng(21)
+    theta = _params(covariance_type, 3, 2, rng)
+    X = rng.standard_normal((50, 2)) * 2.0 + 5.0
+    out = mcem.models.mixture.component_log_density(X, theta["weights"], theta["means"], theta["covariances"],
+                                                    covariance_type)
+    assert out.shape == (50, 3)
+    np.testing.assert_allclose(out, naive_log_densities(X, theta, covariance_type).T, rtol=1e-10, atol=1e-10)

@@ -47,6 +47,8 @@ def test_newton_m_step_reaches_the_maximiser_of_q_hat(family, trials):
     ref, _ = mstep.numerical(model, theta, draws, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-11})
     for k in ("beta", "sigma"):
         np.testing.assert_allclose(new[k], ref[k], rtol=1e-6, atol=1e-6)
+    # the per-draw scores it reports are those at the point it returns (the stopping rule reuses them)
+    np.testing.assert_array_equal(info.scores, per_draw_scores(model, new, draws))
 
 
 def _poisson_rate(theta, z, data):

@@ -261,7 +261,7 @@ def step(cfg, model, st):
             if not (np.isfinite(guess) and dq - 2 * guess - zc * se > 0):
                 step_u = model.to_unconstrained(new) - model.to_unconstrained(theta)
                 with np.errstate(all="ignore"):
-                    prec = measure_precision(model, new, draws, step=step_u)
+                    prec = measure_precision(model, new, draws, step=step_u, scores=info.scores)
                 opt = prec.optimism if np.isfinite(prec.optimism) and prec.optimism > 0 else 0.0
                 opt_m = opt * n_kept
                 known = target_size(n_kept, prec.ratio, cfg.tol)

@@ -93,11 +93,11 @@ class _Louis(NamedTuple):
     names: list
 
 
-def _louis_parts(model, theta, draws):
-    """Louis' identity at ``theta`` from ``draws``; None where the information is not positive
-    definite (or not finite)."""
+def _louis_parts(model, theta, draws, scores=None):
+    """Louis' identity at ``theta`` from ``draws`` (``scores``: their per-draw scores at ``theta``
+    when known); None where the information is not positive definite (or not finite)."""
     u = model.to_unconstrained(theta)
-    s = per_draw_scores(model, theta, draws)
+    s = per_draw_scores(model, theta, draws) if scores is None else np.asarray(scores, dtype=float)
     p = s.shape[-1]
     if s.shape[0] * s.shape[1] < 2:
         return None
@@ -145,7 +145,7 @@ def _in_se(L, vec_u, cov_u):
     return delta, sd
 
 
-def precision(model, theta, draws, step=None) -> Precision:
+def precision(model, theta, draws, step=None, scores=None) -> Precision:
     """Monte Carlo error against standard error at ``theta`` (the M step's maximiser of Q_hat
     on ``draws``); see the module docstring.
 
@@ -153,9 +153,10 @@ def precision(model, theta, draws, step=None) -> Precision:
     the MLE, ``u_{t+1} - u_hat = J (u_t - u_hat)``, so the distance still to go from the new
     iterate is ``((I - J)^-1 - 1) step = (I^-1 I_c - 1) step`` (Louis' ``I``), with Monte Carlo
     noise ``A Sigma A'`` for ``A = I^-1 I_c - 1``; both are returned on the natural scale in
-    standard errors (``delta``, ``delta_sd``).
+    standard errors (``delta``, ``delta_sd``). ``scores``: the per-draw scores at ``theta`` when
+    the M step already computed them (:class:`mcem.mstep.MStepInfo`).
     """
-    L = _louis_parts(model, theta, draws)
+    L = _louis_parts(model, theta, draws, scores)
     if L is None:
         return _not_known(model)
     Hinv = np.linalg.inv(L.Ic)

@@ -131,38 +131,17 @@ def precision_cholesky(covariances, covariance_type):
 
 
 def component_log_density(X, weights, means, covariances, covariance_type="full"):
-    """log w_k + log N(x_n | mu_k, Sigma_k) for every sample and component: shape (N, K)."""
-    N, d = X.shape
-    K = means.shape[0]
+    """log w_k + log N(x_n | mu_k, Sigma_k) for every sample and component: shape (N, K).
+
+    Each component's quadratic form is computed directly (``|P_k'(x_n - mu_k)|^2`` with ``P_k``
+    the Cholesky factor of the precision), a loop over components of BLAS products over all
+    samples; the fitted model's fast path is :mod:`mcem.models.mixture_stats`.
+    """
+    X = np.asarray(X, dtype=float)
     prec_chol, log_det = precision_cholesky(covariances, covariance_type)
-    if covariance_type in ("full", "tied"):
-        maha = np.empty((N, K))
-        if covariance_type == "tied":
-            XP = X @ prec_chol
-        for k in range(K):  # a loop over components, each a BLAS product over all samples
-            P = prec_chol if covariance_type == "tied" else prec_chol[k]
-            y = (XP if covariance_type == "tied" else X @ P) - means[k] @ P
-            maha[:, k] = np.einsum("ij,ij->i", y, y)
-    elif covariance_type == "diag":
-        p2 = prec_chol**2  # (K, d)
-        maha = (
-            np.sum(means**2 * p2, axis=1)[None, :]
-            - 2.0 * X @ (means * p2).T
-            + (X**2) @ p2.T
-        )
-        log_det = log_det.sum(-1)
-    else:  # spherical
-        p2 = prec_chol**2  # (K,)
-        maha = (
-            np.sum(means**2, axis=1)[None, :] * p2
-            - 2.0 * (X @ means.T) * p2
-            + np.outer(np.einsum("ij,ij->i", X, X), p2)
-        )
-        log_det = d * log_det
-    np.maximum(maha, 0.0, out=maha)
-    with np.errstate(divide="ignore"):
-        logw = np.log(weights)
-    return -0.5 * (d * np.log(2 * np.pi) + maha) + log_det + logw
+    lp, _ = _log_densities(None, X, np.asarray(weights, dtype=float), np.asarray(means, dtype=float),
+                           prec_chol, log_det, covariance_type)
+    return lp.T
 
 
 def _mstep(stats, data):
