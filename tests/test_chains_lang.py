@@ -180,6 +180,30 @@ def test_local_level_compiles_to_the_simulation_smoother_and_the_kalman_likeliho
     assert model.exact_loglik(theta) == pytest.approx(kalman_loglik(y, 990.0, 110.0, 25.0), abs=1e-8)
 
 
+@mcem.model
+def level_and_anchor(m, y, w):
+    level0 = m.param("level0", init=float(y[0]))
+    sigma_obs = m.param("sigma_obs", constraint=C.positive, init=float(np.std(np.diff(y))))
+    sigma_level = m.param("sigma_level", constraint=C.positive, init=float(np.std(np.diff(y))))
+    x = m.latent("x", dist.GaussianRandomWalk(sigma_level, init_loc=level0, init_scale=sigma_level, length=len(y)))
+    m.observe("y", dist.Normal(x, sigma_obs), y)
+    m.observe("w", dist.Normal(level0, 50.0), w)  # free of the chain: a constant rest of the log joint
+
+
+@pytest.mark.parametrize("with_rest", [False, True])
+def test_a_chain_as_the_only_latent_is_sampled_in_blocks(with_rest):
+    """The simulation smoother's independent draws come in one block per E step; the trace is
+    the complete-data log joint of each draw (with the terms free of the chain)."""
+    y = 1000.0 + np.cumsum(np.random.default_rng(5).normal(0, 30, 40)) + np.random.default_rng(6).normal(0, 100, 40)
+    model = level_and_anchor(y=y, w=np.array([900.0, 1100.0, 950.0])) if with_rest else level(y=y)
+    es = EStep(model, n_chains=2)
+    assert es._block
+    theta = {"level0": np.array(990.0), "sigma_obs": np.array(110.0), "sigma_level": np.array(25.0)}
+    res = es.run(theta, es.init(theta, 0), 50, 1)
+    assert res.draws["x"].shape == (2, 50, 40)
+    np.testing.assert_allclose(res.loglik_trace, model.log_joint_sum(theta, res.draws, 2), rtol=1e-10)
+
+
 def dense_posterior(y, level0, s_obs, s_level):
     """Mean and covariance of the local-level path given y, from dense matrices."""
     T = len(y)

@@ -281,6 +281,31 @@ def test_kalman_kernel_draws_the_dense_posterior(shared, d):
     assert_mean((draws - m) ** 2, np.diag(P), floor=0.0)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("d", [1, 2])
+def test_kalman_kernel_block_sample_draws_the_dense_posterior(shared, d):
+    """``sample`` (the E step's block mode): n draws at once, independent where the target is
+    shared; their moments against the dense posterior, their logp against the chain's terms."""
+    T, C, N = 6, 4, 2500
+    target, m, P, fn = _local_level_target(T, C, shared, d)
+    k = KalmanSmoother()
+    z0 = np.zeros((C, T) + ((d,) if d > 1 else ()))
+    rng = np.random.default_rng(12)
+    st = k.init(z0, target, rng)
+    st, draws, logp, acc = k.sample(st, target, rng, N, thin=2)
+    assert draws.shape == (C, N) + z0.shape[1:] and logp.shape == (C, N) and acc.shape == (C,)
+    np.testing.assert_allclose(logp, fn(draws.reshape((C * N,) + z0.shape[1:])).reshape(C, N), rtol=1e-9)
+    np.testing.assert_array_equal(st.z, draws[:, -1])
+    flat = draws.reshape(C, N, T * d)
+    assert_mean(flat, m, floor=0.0)
+    assert_mean((flat - m) ** 2, np.diag(P), floor=0.0)
+    if shared:  # independent draws: lag-1 correlation of the first coordinate ~ 0 (sd 1/sqrt(C N))
+        x = (flat[..., 0] - m[0]) / np.sqrt(P[0, 0])
+        assert abs(np.mean(x[:, 1:] * x[:, :-1])) < 4 / np.sqrt(C * N)
+    st2, empty, lp0, _ = k.sample(st, target, rng, 0)
+    assert empty.shape == (C, 0) + z0.shape[1:] and lp0.shape == (C, 0) and st2 is st
+
+
 def test_kalman_kernel_is_reproducible_and_caches_when_shared():
     calls = []
     target, *_ = _local_level_target(counter=calls)

@@ -127,7 +127,8 @@ class Compose:
         return target.log_joint(state.z)
 
     def sample_block(self, state, target, rng, n_draws, thin=1):
-        """Block sampling for a single site whose kernel offers it (emcee), else None."""
+        """Block sampling for a single site whose kernel offers it (emcee, the simulation
+        smoother), else None."""
         if len(self.order) != 1:
             return None
         n = self.order[0]
@@ -138,7 +139,8 @@ class Compose:
         ld = target.site(n, z, k)
         ss, draws, logp, acc = k.sample(state.sites[n], ld, rng, n_draws, thin)
         if ld.joint:
-            trace = logp
+            offset = getattr(ld, "offset", None)  # a chain target's constant rest of the log joint
+            trace = logp if offset is None else logp + offset
         else:
             trace = target.log_joint({n: draws})
         new = ComposeState({n: ss}, ss.logp if ld.joint else None)

@@ -103,6 +103,37 @@ class KalmanSmoother(Kernel):
         z = u.reshape(state.z.shape) + x.reshape(state.z.shape)
         return KalmanState(z, logp, (params, _plain(fb) if target.shared else None, h, u)), SiteInfo()
 
+    def sample(self, state, target, rng, n_draws, thin=1):
+        """``n_draws`` exact draws at once (the E step's block mode): ``(state, draws (chains,
+        n_draws, T, *state), logp (chains, n_draws), acceptance (chains,))``.
+
+        Where the target is ``shared`` the full conditional does not depend on the current path,
+        so the draws are independent and come from one factorisation and one banded solve per
+        chain (``thin`` changes nothing: every draw is independent); otherwise they are
+        ``n_draws * thin`` steps, keeping every ``thin``-th.
+        """
+        C, shape = state.z.shape[0], state.z.shape[1:]
+        if n_draws == 0:
+            return state, np.empty((C, 0) + shape), np.empty((C, 0)), np.full(C, np.nan)
+        if not target.shared:
+            draws, logp = np.empty((C, n_draws) + shape), np.empty((C, n_draws))
+            for i in range(n_draws):  # a loop over draws: each step depends on the last
+                for _ in range(int(thin)):
+                    state, _ = self.step(state, target, rng)
+                draws[:, i], logp[:, i] = state.z, state.logp
+            return state, draws, logp, np.ones(C)
+        cache = state.cache
+        if cache and cache[1] is not None and _same(cache[0], _prior_params(target)[1]):
+            params, fb, h, u = cache[0], _factored(cache[1]), cache[2], cache[3]
+        else:
+            params, fb, h, u = self._factor(target, state.z, None if cache is None else cache[2])
+        x, eps = draw_band(fb, (n_draws,), rng)  # (n_draws, C, n)
+        logp = fb.band.c + 0.5 * np.sum(fb.band.b * fb.mean, axis=-1) - 0.5 * np.sum(eps * eps, axis=-1)
+        draws = np.swapaxes((u.reshape(1, C, -1) + x).reshape((n_draws, C) + shape), 0, 1)
+        logp = np.swapaxes(logp, 0, 1)
+        last = KalmanState(draws[:, -1].copy(), logp[:, -1].copy(), (params, _plain(fb), h, u))
+        return last, draws, logp, np.ones(C)
+
     # ------------------------------------------------------------------ internals
     def _factor(self, target, z, h):
         """(prior parameters, FactoredBand of delta = x - u, next step, u): the full conditional."""
