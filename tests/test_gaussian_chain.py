@@ -260,9 +260,13 @@ def _local_level_target(T=8, C=4, shared=True, d=1, seed=0, counter=None, offset
     return ChainTarget(fn, _Prior(lg), emission, shared=shared), m, P, fn
 
 
+@pytest.mark.parametrize("mode", ["step", "sample"])
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("d", [1, 2])
-def test_kalman_kernel_draws_the_dense_posterior(shared, d):
+def test_kalman_kernel_draws_the_dense_posterior(shared, d, mode):
+    """Draws by ``step`` (one per sweep) or by ``sample`` (the E step's block mode: all at once,
+    independent where the target is shared): moments against the dense posterior, logp against
+    the chain's own terms."""
     T, C, N = 6, 4, 2500
     target, m, P, fn = _local_level_target(T, C, shared, d)
     k = KalmanSmoother()
@@ -270,40 +274,27 @@ def test_kalman_kernel_draws_the_dense_posterior(shared, d):
     rng = np.random.default_rng(11)
     st = k.init(z0, target, rng)
     np.testing.assert_allclose(st.logp, fn(z0), rtol=1e-10)
-    draws = np.empty((C, N, T * d))
-    for i in range(N):
-        st, info = k.step(st, target, rng)
-        assert info.accepted is None
-        draws[:, i] = st.z.reshape(C, -1)
+    if mode == "step":
+        draws = np.empty((C, N) + z0.shape[1:])
+        for i in range(N):
+            st, info = k.step(st, target, rng)
+            assert info.accepted is None
+            draws[:, i] = st.z
+    else:
+        st, draws, logp, acc = k.sample(st, target, rng, N, thin=2)
+        assert draws.shape == (C, N) + z0.shape[1:] and logp.shape == (C, N) and acc.shape == (C,)
+        np.testing.assert_allclose(logp, fn(draws.reshape((C * N,) + z0.shape[1:])).reshape(C, N), rtol=1e-9)
+        np.testing.assert_array_equal(st.z, draws[:, -1])
+        st2, empty, lp0, _ = k.sample(st, target, rng, 0)
+        assert empty.shape == (C, 0) + z0.shape[1:] and lp0.shape == (C, 0) and st2 is st
     assert st.z.shape == z0.shape
     np.testing.assert_allclose(st.logp, fn(st.z), rtol=1e-9)  # the chain's own terms, from the band
-    assert_mean(draws, m, floor=0.0)
-    assert_mean((draws - m) ** 2, np.diag(P), floor=0.0)
-
-
-@pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("d", [1, 2])
-def test_kalman_kernel_block_sample_draws_the_dense_posterior(shared, d):
-    """``sample`` (the E step's block mode): n draws at once, independent where the target is
-    shared; their moments against the dense posterior, their logp against the chain's terms."""
-    T, C, N = 6, 4, 2500
-    target, m, P, fn = _local_level_target(T, C, shared, d)
-    k = KalmanSmoother()
-    z0 = np.zeros((C, T) + ((d,) if d > 1 else ()))
-    rng = np.random.default_rng(12)
-    st = k.init(z0, target, rng)
-    st, draws, logp, acc = k.sample(st, target, rng, N, thin=2)
-    assert draws.shape == (C, N) + z0.shape[1:] and logp.shape == (C, N) and acc.shape == (C,)
-    np.testing.assert_allclose(logp, fn(draws.reshape((C * N,) + z0.shape[1:])).reshape(C, N), rtol=1e-9)
-    np.testing.assert_array_equal(st.z, draws[:, -1])
     flat = draws.reshape(C, N, T * d)
     assert_mean(flat, m, floor=0.0)
     assert_mean((flat - m) ** 2, np.diag(P), floor=0.0)
     if shared:  # independent draws: lag-1 correlation of the first coordinate ~ 0 (sd 1/sqrt(C N))
         x = (flat[..., 0] - m[0]) / np.sqrt(P[0, 0])
         assert abs(np.mean(x[:, 1:] * x[:, :-1])) < 4 / np.sqrt(C * N)
-    st2, empty, lp0, _ = k.sample(st, target, rng, 0)
-    assert empty.shape == (C, 0) + z0.shape[1:] and lp0.shape == (C, 0) and st2 is st
 
 
 def test_kalman_kernel_is_reproducible_and_caches_when_shared():
