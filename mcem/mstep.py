@@ -170,13 +170,14 @@ def newton(model, theta0, draws, free=None, *, tol=NEWTON_TOL, max_iter=NEWTON_M
     mask; all by default), with the model's exact gradient and Hessian.
 
     The Hessian (averaged over ``NEWTON_HESSIAN_DRAWS`` evenly thinned draws) is taken at the
-    start and kept while the steps shrink fast enough for the next one to end the search (the chord method: the M step of an EM iteration starts near its
-    maximiser, where Q_hat is nearly quadratic); it is taken again where they do not. A step is accepted where Q_hat still rises along it at its
-    end (for a function concave on the segment, the value then rose too) or where the Newton
-    decrement fell at least fourfold (the step went most of the way to a maximum); otherwise
-    Q_hat itself is evaluated and the step halved until it rises. Stops when the squared Newton decrement is below
-    ``tol``. Where the Hessian is not negative definite, nothing is done and ``success`` is
-    False with ``nit = 0`` (the caller takes another method).
+    start and kept while the steps shrink fast enough for the next one to end the search (the
+    chord method: the M step of an EM iteration starts near its maximiser, where Q_hat is nearly
+    quadratic); it is taken again where they do not. A step is accepted where Q_hat still rises
+    along it at its end (for a function concave on the segment, the value then rose too) or
+    where the Newton decrement fell at least fourfold (the step went most of the way to a
+    maximum); otherwise Q_hat itself is evaluated and the step halved until it rises. Stops when
+    the squared Newton decrement is below ``tol``. Where the Hessian is not negative definite,
+    nothing is done and ``success`` is False with ``nit = 0`` (the caller takes another method).
     """
     u = model.to_unconstrained(theta0)
     free = np.ones(u.size, dtype=bool) if free is None else np.asarray(free, dtype=bool)
@@ -233,11 +234,9 @@ def newton(model, theta0, draws, free=None, *, tol=NEWTON_TOL, max_iter=NEWTON_M
             v = u.copy()
             v[free] += alpha * d
             nfev += 1
-            ok, g_new = _accepted(model, draws, grad, L, u, v, d, dec, q0)
+            ok, g_new, q0 = _accepted(model, draws, grad, L, u, v, d, dec, q0)
             if ok:
                 break
-            if q0 is None:
-                q0 = _q_or_nan(model, u, draws)
             alpha *= 0.5
         else:
             return model.from_unconstrained(u), MStepInfo(False, it, nfev, "Newton: no ascent along the step")
@@ -252,18 +251,19 @@ def _q_or_nan(model, u, draws):
 
 
 def _accepted(model, draws, grad, L, u, v, d, dec, q0):
-    """``(taken, gradient at v)``: Newton's step from ``u`` to ``v`` is taken where Q_hat still
-    rises along it at ``v``, or the decrement fell fourfold (the step went most of the way to a
-    maximum), or else where Q_hat itself rose (``q0``: Q_hat at ``u`` when already known)."""
+    """``(taken, gradient at v, Q_hat at u or None)``: Newton's step from ``u`` to ``v`` is taken
+    where Q_hat still rises along it at ``v``, or the decrement fell fourfold (the step went most
+    of the way to a maximum), or else where Q_hat itself rose (``q0``: Q_hat at ``u`` when
+    already known; computed here when needed and returned for the next trial)."""
     with np.errstate(all="ignore"):
         g = grad(v)
         if not np.all(np.isfinite(g)):
-            return False, g
+            return False, g, q0
         w = np.linalg.solve(L, g)
         if g @ d >= 0 or w @ w <= 0.25 * dec:
-            return True, g
+            return True, g, q0
         q0 = _q_or_nan(model, u, draws) if q0 is None else q0
-        return bool(_q_or_nan(model, v, draws) >= q0), g
+        return bool(_q_or_nan(model, v, draws) >= q0), g, q0
 
 
 def free_coordinates(model, fixed):
