@@ -208,14 +208,17 @@ def check_mapping(value, name, allow_none=True, what="options") -> dict:
     return dict(value)
 
 
-def conform(value, constraint, shape, where, *, shape_words="must broadcast to shape", show=repr):
+def conform(value, constraint, shape, where, *, shape_words="must broadcast to shape", show=repr, owned=False):
     """``value`` broadcast to ``shape`` (a copy) and checked against ``constraint``; the messages
-    start with ``where`` (e.g. ``"theta0['mu']"``, ``"param 'a': init"``)."""
+    start with ``where`` (e.g. ``"theta0['mu']"``, ``"param 'a': init"``). With ``owned=True``
+    (``value`` is a new array nobody else holds, such as :func:`as_real_array`'s) a value that
+    already has the shape is returned itself."""
     value = np.asarray(value)
-    try:
-        value = np.broadcast_to(value, shape).copy()
-    except ValueError:
-        raise ValueError(f"{where} {shape_words} {shape}, got shape {value.shape}") from None
+    if not (owned and value.shape == tuple(shape)):
+        try:
+            value = np.broadcast_to(value, shape).copy()
+        except ValueError:
+            raise ValueError(f"{where} {shape_words} {shape}, got shape {value.shape}") from None
     if not constraint.check(value):
         raise ValueError(f"{where} must lie in {constraint!r}, got {show(value)}")
     return value

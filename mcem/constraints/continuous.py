@@ -199,6 +199,12 @@ class Simplex(Constraint):
         )
         return ok
 
+    def check(self, x) -> bool:
+        """:meth:`contains` of every element, without the per-element mask."""
+        x = np.asarray(x, dtype=float)
+        return bool(np.isfinite(x).all() and (x >= 0).all()
+                    and (np.abs(x.sum(axis=-1) - 1.0) < 1e-8 * max(self.K, 1)).all())
+
     def default(self):
         return np.full(self.shape, 1.0 / self.K)
 
@@ -269,6 +275,21 @@ class PositiveDefinite(Constraint):
         safe = np.where((finite & sym)[..., None, None], x, np.eye(self.d))
         eig = np.linalg.eigvalsh(safe)
         return finite & sym & (eig[..., 0] > 0)
+
+    def check(self, x) -> bool:
+        """True when every matrix is finite, symmetric and positive definite: a Cholesky
+        factorisation of the batch (one call, where :meth:`contains` takes the eigenvalues of
+        each matrix), with :meth:`contains` deciding only where it fails."""
+        x = np.asarray(x, dtype=float)
+        if not np.isfinite(x).all():
+            return False
+        if not (np.abs(x - np.swapaxes(x, -1, -2)) <= 1e-8 * (1.0 + np.abs(x))).all():
+            return False
+        try:
+            np.linalg.cholesky(x)
+        except np.linalg.LinAlgError:
+            return bool(np.all(self.contains(x)))
+        return True
 
     def default(self):
         return np.broadcast_to(np.eye(self.d), self.shape).copy()

@@ -298,7 +298,7 @@ class Model(Derivatives):
                 continue
             c = self.params[n]
             out[n] = conform(theta[n], c, c.shape, f"{name}[{n!r}]", shape_words="must have shape",
-                             show=describe_array)
+                             show=describe_array, owned=True)
         return out
 
     def to_unconstrained(self, theta) -> np.ndarray:

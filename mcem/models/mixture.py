@@ -121,9 +121,7 @@ def precision_cholesky(covariances, covariance_type):
     (per component, or per feature for "diag")."""
     if covariance_type in ("full", "tied"):
         L = np.linalg.cholesky(covariances)  # (K, d, d)
-        d = L.shape[-1]
-        eye = np.broadcast_to(np.eye(d), L.shape)
-        prec_chol = np.swapaxes(np.linalg.solve(L, eye), -1, -2)  # (L^-1)^T
+        prec_chol = np.swapaxes(np.linalg.inv(L), -1, -2)  # (L^-1)^T
         log_det = -np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
         return prec_chol, log_det
     prec = 1.0 / np.sqrt(covariances)

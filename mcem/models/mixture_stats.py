@@ -26,6 +26,7 @@ that the reductions over components are elementwise passes over contiguous rows.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -62,6 +63,15 @@ def _triu(d):
     iu.flags.writeable = False
     ju.flags.writeable = False
     return iu, ju
+
+
+@functools.lru_cache(maxsize=32)
+def _quad_signs(d):
+    """-1/2 on the diagonal, -1 off it, for the entries of :func:`_triu`; read-only."""
+    iu, ju = _triu(d)
+    out = np.where(iu == ju, -0.5, -1.0)
+    out.flags.writeable = False
+    return out
 
 
 def _build_features(Xc, covariance_type):
@@ -121,12 +131,12 @@ def _component_terms(means_c, prec_chol, log_det, covariance_type):
     """Per component: P_k' m_k (K, d), ||P_k||_F^2 (K,), log|P_k| (K,); A_k (K, d, d) or its
     diagonal (K, d) or scalar (K,)."""
     K, d = means_c.shape
-    if covariance_type in ("full", "tied"):
+    if covariance_type in ("full", "tied"):  # batched matrix products: tiny arrays, few calls
         P = prec_chol if covariance_type == "full" else np.broadcast_to(prec_chol, (K, d, d))
-        Pm = np.einsum("kd,kde->ke", means_c, P)
-        A = np.einsum("kij,klj->kil", P, P)
-        fro = np.einsum("kij,kij->k", P, P)
-        ld = np.broadcast_to(log_det, (K,)).astype(float)
+        Pm = (means_c[:, None, :] @ P)[:, 0]
+        A = P @ np.swapaxes(P, -1, -2)
+        fro = (P * P).sum(axis=(1, 2))
+        ld = np.asarray(log_det, dtype=float) if covariance_type == "full" else np.full(K, float(log_det))
     elif covariance_type == "diag":
         Pm = means_c * prec_chol
         A = prec_chol**2
@@ -175,11 +185,10 @@ def _log_densities(feats, Xc, weights, means_c, prec_chol, log_det, covariance_t
     N, d = Xc.shape
     K = means_c.shape[0]
     Pm, A, fro, ld = _component_terms(means_c, prec_chol, log_det, covariance_type)
-    pmp = np.einsum("kd,kd->k", Pm, Pm)
-    with np.errstate(divide="ignore"):
-        logw = np.log(weights)
-    finite = np.isfinite(logw)
-    base = ld - 0.5 * d * _LOG_2PI + np.where(finite, logw, 0.0)
+    pmp = (Pm * Pm).sum(axis=1)
+    finite = weights > 0  # log 0 = -inf: a component of weight 0
+    logw = np.log(weights) if finite.all() else np.log(np.where(finite, weights, 1.0))
+    base = ld - 0.5 * d * _LOG_2PI + logw
     if feats is None:
         direct = np.ones(K, dtype=bool)
     else:
@@ -191,8 +200,8 @@ def _log_densities(feats, Xc, weights, means_c, prec_chol, log_det, covariance_t
     else:
         if covariance_type in ("full", "tied"):
             iu, ju = _triu(d)
-            quad = A[:, iu, ju] * np.where(iu == ju, -0.5, -1.0)
-            Am = np.einsum("kij,kj->ki", np.broadcast_to(prec_chol, (K, d, d)), Pm)  # P_k (P_k' m_k)
+            quad = A[:, iu, ju] * _quad_signs(d)
+            Am = (prec_chol @ Pm[:, :, None])[:, :, 0]  # P_k (P_k' m_k); "tied": one P for all
         elif covariance_type == "diag":
             quad = -0.5 * A
             Am = Pm * prec_chol
@@ -201,11 +210,13 @@ def _log_densities(feats, Xc, weights, means_c, prec_chol, log_det, covariance_t
             Am = Pm * prec_chol[:, None]
         W = np.concatenate([quad, Am, (base - 0.5 * pmp)[:, None]], axis=1)  # (K, p)
         lp = W @ feats.F.T
-    XP = Xc @ prec_chol if covariance_type == "tied" and direct.sum() > 1 else None
-    for k in np.flatnonzero(direct):  # a loop over components, each over all samples
-        np.multiply(_direct(Xc, means_c, prec_chol, covariance_type, k, XP), -0.5, out=lp[k])
-        lp[k] += base[k]
-    lp[~finite] = -np.inf  # weight 0
+    if direct.any():
+        XP = Xc @ prec_chol if covariance_type == "tied" and direct.sum() > 1 else None
+        for k in np.flatnonzero(direct):  # a loop over components, each over all samples
+            np.multiply(_direct(Xc, means_c, prec_chol, covariance_type, k, XP), -0.5, out=lp[k])
+            lp[k] += base[k]
+    if not finite.all():
+        lp[~finite] = -np.inf  # weight 0
     return lp, direct
 
 
@@ -214,13 +225,22 @@ def _log_densities(feats, Xc, weights, means_c, prec_chol, log_det, covariance_t
 _BLOCK_BYTES = 1 << 22
 
 
-def _sum_log(s, K):
-    """sum(log(s)) for s in [0, K]: logs of products of blocks of values (one log per block)."""
-    b = int(min(512, max(1, 600.0 // max(np.log(K), 1e-3))))  # K**b stays below exp(600)
+@functools.lru_cache(maxsize=64)
+def _log_block(K):
+    """How many values in [0, K] multiply to less than exp(600)."""
+    return int(min(512, max(1, 600.0 // max(math.log(K), 1e-3))))
+
+
+def _sum_log(s, K, zeros=False):
+    """sum(log(s)) for s in [0, K] (in [1, K] unless ``zeros``): logs of products of blocks of
+    values (one log per block)."""
+    b = _log_block(K)
     n = s.size - s.size % b
-    with np.errstate(divide="ignore"):
-        total = np.log(s[:n].reshape(-1, b).prod(axis=1)).sum()
-        return float(total + np.log(s[n:]).sum())
+    if zeros:
+        with np.errstate(divide="ignore"):
+            return _sum_log(s, K)
+    total = float(np.log(s[:n].reshape(-1, b).prod(axis=1)).sum()) if n else 0.0
+    return total + float(np.log(s[n:]).sum()) if n < s.size else total
 
 
 def _lse_block(c, E, m, s):
@@ -239,11 +259,10 @@ def _lse_block(c, E, m, s):
     np.copyto(s, E[0])
     for k in range(1, K):
         s += E[k]
-    loglik = float(m.sum()) + _sum_log(s, K)
-    with np.errstate(divide="ignore"):
-        np.divide(1.0, s, out=s)
+    loglik = float(m.sum()) + _sum_log(s, K, zeros=empty is not None)
     if empty is not None:
-        s[empty] = 0.0
+        s[empty] = np.inf  # its responsibilities 0
+    np.divide(1.0, s, out=s)
     E *= s
     return loglik
 
