@@ -117,6 +117,8 @@ class Compose:
 
     def _joint_cache(self, sites, target, z):
         n = self.order[-1]
+        if getattr(sites[n], "stale", False):  # the kernel's refresh left its log density behind
+            return None
         ld = target.site(n, z, self.kernels[n])
         return _joint(sites[n].logp, ld) if ld.joint else None
 

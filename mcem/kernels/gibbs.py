@@ -26,11 +26,14 @@ __all__ = ["Gibbs", "GibbsState", "categorical_from_logits"]
 class GibbsState(NamedTuple):
     z: np.ndarray  # (chains, *shape) integers in 0..K-1
     logp: np.ndarray  # (chains,) or (chains, n_units): log density at z
+    #: True after a refresh that left ``logp`` at the previous target (one discrete value per
+    #: unit: the sweep draws every unit afresh and never reads it); a step makes it current.
+    stale: bool = False
 
 
 #: Entries of the log weights handled at once by :func:`categorical_from_logits`: a block's K
 #: rows of weights stay in cache through its passes.
-_BLOCK = 1 << 15
+_BLOCK = 1 << 16
 
 
 def categorical_from_logits(lp, rng):
@@ -76,8 +79,12 @@ def categorical_from_logits(lp, rng):
             uu = u3[i, start:start + w]
             uu *= p[-1]
             lab = labels[i, start:start + w]
-            lab.fill(0)
-            for k in range(K - 1):  # K - 1 vectorised comparisons
+            if K == 1:
+                lab.fill(0)
+            else:
+                np.less_equal(p[0], uu, out=beyond)
+                np.copyto(lab, beyond)
+            for k in range(1, K - 1):  # K - 1 vectorised comparisons in all
                 np.less_equal(p[k], uu, out=beyond)
                 lab += beyond
             np.multiply(lab, w, out=idx)
@@ -131,7 +138,9 @@ class Gibbs(Kernel):
         return GibbsState(z, check_logp(logdensity(z), z, "Gibbs"))
 
     def refresh(self, state, logdensity):
-        return state._replace(logp=check_logp(logdensity(state.z), state.z, "Gibbs"))
+        if state.logp.ndim == 2 and state.z.ndim == 2:  # per-unit values: the sweep does not read them
+            return state._replace(stale=True)
+        return state._replace(logp=check_logp(logdensity(state.z), state.z, "Gibbs"), stale=False)
 
     def step(self, state, logdensity, rng, adapt=False):
         if state.logp.ndim == 2:
