@@ -64,6 +64,34 @@ def test_gibbs_per_unit_exact_conditionals():
     assert np.all(np.abs(freq - probs) < 4 * se + 0.003), (freq, probs)
 
 
+def test_gibbs_refresh_at_a_new_theta_never_reports_the_old_log_joint():
+    """A per-unit refresh leaves the kernel's log densities behind (the sweep never reads them);
+    the E step's log joint at the refreshed state is then computed at the new theta, and a
+    sweep's trace is the log joint of its draws at that theta."""
+    import mcem
+
+    X = np.random.default_rng(0).normal(size=(50, 1)) + np.repeat([[-2.0], [2.0]], 25, axis=0)
+    model = mcem.models.gaussian_mixture(X, 2)
+    th1 = {"weights": np.array([0.5, 0.5]), "means": np.array([[-1.0], [1.0]]),
+           "covariances": np.ones((2, 1, 1))}
+    th2 = {**th1, "means": np.array([[-3.0], [0.5]])}
+    es = mcem.EStep(model, "gibbs", n_chains=2, burn=0, warm_burn=0)
+    state = es.run(th1, es.init(th1, 0), 3, rng=1).state
+    ks = es.kernel.refresh(state.kernel_state, es.target(th2))
+    z = ks.z
+    np.testing.assert_allclose(es.kernel.log_joint(ks, es.target(th2)), model.log_joint_sum(th2, z, 1))
+    assert not np.allclose(model.log_joint_sum(th1, z, 1), model.log_joint_sum(th2, z, 1))
+    res = es.run(th2, state, 2, rng=2)
+    for j in range(2):
+        np.testing.assert_allclose(res.loglik_trace[:, j], model.log_joint_sum(th2, {"label": res.draws["label"][:, j]}, 1))
+
+
+def test_categorical_from_logits_one_state():
+    labels, picked = categorical_from_logits(np.full((1, 5), -np.inf), np.random.default_rng(0))
+    np.testing.assert_array_equal(labels, 0)
+    assert np.all(picked == -np.inf)
+
+
 def test_gibbs_scan_non_unit_ising_chain():
     """Systematic-scan Gibbs over three coupled binary elements (total log density)."""
     rng = np.random.default_rng(2)
