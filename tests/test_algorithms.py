@@ -500,3 +500,36 @@ def test_streamed_mcem_follows_the_same_path_without_keeping_draws():
     assert b.draws is None and peaks[True] < 0.3 * peaks[False], peaks
     with pytest.raises(ValueError, match="stream=True needs the closed-form M step"):
         mcem.fit(model, method="mcem", stream=True, correct_optimism=True)
+
+
+@pytest.mark.parametrize("sampler", ["rwm", "gibbs"])
+def test_delta_q_reuses_the_e_steps_trace_only_where_it_is_the_log_joint(sampler):
+    """The E step's trace stands for the per-draw log joints at theta in delta-Q (one pass fewer)
+    where it equals them; a trace that leaves out a term is computed afresh instead."""
+    from mcem.derivatives import per_draw_log_joint
+
+    rng = np.random.default_rng(0)
+    if sampler == "gibbs":
+        X = rng.normal(size=(60, 1)) + np.repeat([[-2.0], [2.0]], 30, axis=0)
+        model = gaussian_mixture(X, 2)
+        theta = {"weights": np.array([0.4, 0.6]), "means": np.array([[-1.0], [1.5]]),
+                 "covariances": np.ones((2, 1, 1))}
+        new = {**theta, "means": np.array([[-1.8], [1.9]])}
+    else:
+        g = np.repeat(np.arange(30), 5)
+        Xd = np.c_[np.ones(g.size), rng.normal(size=g.size)]
+        y = (rng.random(g.size) < 0.5).astype(float)
+        model = mcem.models.random_intercept_glmm(Xd, y, g)
+        theta, new = {"beta": np.array([0.1, 0.2]), "sigma": 1.0}, {"beta": np.array([0.0, 0.4]), "sigma": 0.8}
+    es = mcem.EStep(model, sampler, n_chains=3)
+    res = es.run(theta, es.init(theta, 0), 6, rng=1)
+    fresh = per_draw_log_joint(model, theta, res.draws)
+    np.testing.assert_allclose(res.loglik_trace, fresh, rtol=1e-12)
+    got = mstep.trace_at(model, theta, res.draws, res.loglik_trace)
+    np.testing.assert_array_equal(got, res.loglik_trace)
+    assert mstep.trace_at(model, theta, res.draws, res.loglik_trace + 1e-3) is None  # a term left out
+    assert mstep.trace_at(model, new, res.draws, res.loglik_trace) is None  # another theta's
+    with_trace = mstep.delta_q(model, new, theta, res.draws, old=got)
+    afresh = mstep.delta_q(model, new, theta, res.draws)
+    assert with_trace[0] == pytest.approx(afresh[0], rel=1e-12, abs=1e-12)
+    assert with_trace[1] == pytest.approx(afresh[1], rel=1e-9)

@@ -231,6 +231,7 @@ def step(cfg, model, st):
     else:
         res = es.run(theta, chains, per_chain, rng)
         draws = res.draws
+    trace = None if cfg.stream else res.loglik_trace  # the log joints at theta of the kept draws
     chains, diag = res.state, res.diagnostics
     appended, target, prec, opt_m = 0, st.target, None, st.opt_m
     while True:
@@ -245,7 +246,7 @@ def step(cfg, model, st):
             if cfg.stream:
                 dq, se = draws.delta_q(es, new, theta)
             else:
-                dq, se, _ = M.delta_q(model, new, theta, draws)
+                dq, se, _ = M.delta_q(model, new, theta, draws, old=M.trace_at(model, theta, draws, trace))
         if not (np.isfinite(dq) and np.isfinite(se)):
             return st, None, invalid(t, (
                 f"delta-Q is {dq} (Monte Carlo SE {se}): log p(x, z; theta) is not finite over the draws at "
@@ -284,6 +285,7 @@ def step(cfg, model, st):
         else:
             more = es.run(theta, chains, extra, rng, burn=0)
             draws = concat_draws(draws, more.draws)
+            trace = np.concatenate([trace, more.loglik_trace], axis=1)
         chains = more.state
         per_chain += extra
         appended += 1
