@@ -31,8 +31,9 @@ class GibbsState(NamedTuple):
     stale: bool = False
 
 
-#: Entries of the log weights handled at once by :func:`categorical_from_logits`: a block's K
-#: rows of weights stay in cache through its passes.
+#: Entries of the log weights handled at once by :func:`categorical_from_logits`: about twenty
+#: numpy calls per block, so blocks large enough that the calls' own cost is small (2^16 was
+#: faster than 2^13-2^15 and no slower than 2^17 at 10^6 labels, K = 3).
 _BLOCK = 1 << 16
 
 
