@@ -26,6 +26,8 @@ __all__ = [
     "per_draw_log_joint",
     "q_hat",
     "delta_q",
+    "Expanded",
+    "expanded_delta_q",
     "mcse_of_mean",
     "closed_form",
     "numerical",
@@ -64,6 +66,35 @@ def delta_q(model, theta_new, theta_old, draws, old=None):
     if old is None:
         old = per_draw_log_joint(model, theta_old, draws)
     d = per_draw_log_joint(model, theta_new, draws) - old
+    return float(np.mean(d)), mcse_of_mean(d), d
+
+
+class Expanded(NamedTuple):
+    """A parameter-expanded M step (PX-EM, Liu, Rubin & Wu 1998), as a model's
+    ``expanded_mstep(theta, draws)`` returns it.
+
+    The complete-data model is embedded in a larger one whose extra parameters (a location and
+    a scale of the latents, say) leave the observed-data model unchanged; Q of the larger model
+    is maximised over all its parameters and the result reduced to the original ones
+    (``theta``). The reduction maps each draw ``z_j`` to ``draws`` (``T(z_j)``, same shapes) with
+    ``log_jacobian`` the log determinant of ``T``, such that the expanded Q gained on draw j is
+    ``log p(x, T(z_j); theta) + log_jacobian - log p(x, z_j; theta_t)``: the ascent the
+    observed likelihood is sure of (:func:`expanded_delta_q`), as delta-Q is for an EM step.
+    """
+
+    theta: dict
+    draws: dict
+    log_jacobian: float
+    info: MStepInfo
+
+
+def expanded_delta_q(model, step, theta_old, draws, old=None):
+    """(delta_q, mcse, per-draw differences) of the expanded Q for a parameter-expanded M step
+    ``step`` (:class:`Expanded`) from the draws ``draws`` at ``theta_old``; ``old`` as for
+    :func:`delta_q`."""
+    if old is None:
+        old = per_draw_log_joint(model, theta_old, draws)
+    d = per_draw_log_joint(model, step.theta, step.draws) + step.log_jacobian - old
     return float(np.mean(d)), mcse_of_mean(d), d
 
 
@@ -240,39 +271,62 @@ def newton(model, theta0, draws, free=None, *, tol=NEWTON_TOL, max_iter=NEWTON_M
         except np.linalg.LinAlgError:
             return None
 
-    with np.errstate(all="ignore"):
-        g = grad(u)
+    def full(x):
+        v = u.copy()
+        v[free] = x
+        return v
+
+    def value(x):
+        return _q_or_nan(model, full(x), draws)
+
     sub = thin_draws(draws, NEWTON_HESSIAN_DRAWS)
-    L, nfev, dec_prev = neg_hessian(u, sub), 1, np.inf
+    x, it, nfev, ok, message = newton_loop(u[free], lambda x: grad(full(x)),
+                                           lambda x: neg_hessian(full(x), sub), value, tol, max_iter)
+    if it == 0 and not ok:
+        if message.startswith("the Hessian"):
+            message = "the Hessian of Q_hat is not negative definite"
+        return theta0, MStepInfo(False, 0, nfev, message)
+    scores = seen.get(full(x).tobytes()) if (wg is None and ok) else None
+    return model.from_unconstrained(full(x)), MStepInfo(ok, it, nfev, message, scores)
+
+
+def newton_loop(x, grad, factor, value, tol=NEWTON_TOL, max_iter=NEWTON_MAX_ITER):
+    """Newton's method for a maximum, with the chord Hessian and the acceptance rule of
+    :func:`newton`: ``grad(x)`` the gradient, ``factor(x)`` the Cholesky factor of minus the
+    Hessian (None where it is not positive definite), ``value(x)`` the objective (NaN where not
+    finite; called only where the cheap acceptance tests fail). Returns ``(x, iterations,
+    evaluations, success, message)``; where the first Hessian is not negative definite nothing is
+    done (``iterations = 0``, ``success`` False)."""
+    with np.errstate(all="ignore"):
+        g = grad(x)
+    L, nfev, dec_prev = factor(x), 1, np.inf
     if L is None:
-        return theta0, MStepInfo(False, 0, nfev, "the Hessian of Q_hat is not negative definite")
+        return x, 0, nfev, False, "the Hessian is not negative definite"
     for it in range(1, max_iter + 1):
         w = np.linalg.solve(L, g)
         dec = float(w @ w)  # g' (-H)^-1 g
         if not np.isfinite(dec):
-            return model.from_unconstrained(u), MStepInfo(False, it - 1, nfev, "the gradient is not finite")
+            return x, it - 1, nfev, False, "the gradient is not finite"
         if dec <= tol:
-            scores = seen.get(u.tobytes()) if wg is None else None
-            return model.from_unconstrained(u), MStepInfo(True, it - 1, nfev, "Newton: decrement below tol", scores)
+            return x, it - 1, nfev, True, "Newton: decrement below tol"
         if dec * dec > tol * dec_prev:  # the next step at this rate would not end: a new Hessian
-            L_new = neg_hessian(u, sub)
+            L_new = factor(x)
             L = L if L_new is None else L_new
             w = np.linalg.solve(L, g)
             dec = float(w @ w)
         d = np.linalg.solve(L.T, w)  # the ascent direction (-H)^-1 g
         dec_prev, alpha, q0 = dec, 1.0, None
         for _ in range(40):
-            v = u.copy()
-            v[free] += alpha * d
+            v = x + alpha * d
             nfev += 1
-            ok, g_new, q0 = _accepted(model, draws, grad, L, u, v, d, dec, q0)
+            ok, g_new, q0 = _accepted(grad, value, L, x, v, d, dec, q0)
             if ok:
                 break
             alpha *= 0.5
         else:
-            return model.from_unconstrained(u), MStepInfo(False, it, nfev, "Newton: no ascent along the step")
-        u, g = v, g_new
-    return model.from_unconstrained(u), MStepInfo(False, max_iter, nfev, "Newton: max_iter reached")
+            return x, it, nfev, False, "Newton: no ascent along the step"
+        x, g = v, g_new
+    return x, max_iter, nfev, False, "Newton: max_iter reached"
 
 
 def _q_or_nan(model, u, draws):
@@ -281,11 +335,11 @@ def _q_or_nan(model, u, draws):
     return q if np.isfinite(q) else np.nan
 
 
-def _accepted(model, draws, grad, L, u, v, d, dec, q0):
-    """``(taken, gradient at v, Q_hat at u or None)``: Newton's step from ``u`` to ``v`` is taken
-    where Q_hat still rises along it at ``v``, or the decrement fell fourfold (the step went most
-    of the way to a maximum), or else where Q_hat itself rose (``q0``: Q_hat at ``u`` when
-    already known; computed here when needed and returned for the next trial)."""
+def _accepted(grad, value, L, x, v, d, dec, q0):
+    """``(taken, gradient at v, value at x or None)``: Newton's step from ``x`` to ``v`` is taken
+    where the objective still rises along it at ``v``, or the decrement fell fourfold (the step
+    went most of the way to a maximum), or else where the value itself rose (``q0``: the value at
+    ``x`` when already known; computed here when needed and returned for the next trial)."""
     with np.errstate(all="ignore"):
         g = grad(v)
         if not np.all(np.isfinite(g)):
@@ -293,8 +347,9 @@ def _accepted(model, draws, grad, L, u, v, d, dec, q0):
         w = np.linalg.solve(L, g)
         if g @ d >= 0 or w @ w <= 0.25 * dec:
             return True, g, q0
-        q0 = _q_or_nan(model, u, draws) if q0 is None else q0
-        return bool(_q_or_nan(model, v, draws) >= q0), g, q0
+        q0 = value(x) if q0 is None else q0
+        q1 = value(v)
+        return bool(np.isfinite(q1) and q1 >= q0), g, q0
 
 
 def free_coordinates(model, fixed):

@@ -10,7 +10,7 @@ from scipy import integrate, stats
 from scipy.special import expit
 
 import mcem
-from mcem.models import glmm_model, glmm_quadrature
+from mcem.models import _glmm_passes, glmm_model, glmm_quadrature
 from mcem.models import random_intercept as ri
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -122,7 +122,7 @@ def test_mcculloch_mle_reproduces_the_literature():
 @pytest.mark.parametrize("family", ["logit", "poisson"])
 @pytest.mark.parametrize("chunk", [1 << 16, 7])  # one block, and many blocks of draws
 def test_log_joint_matches_naive_scipy(family, chunk, monkeypatch):
-    monkeypatch.setattr(glmm_model, "_CHUNK", chunk)
+    monkeypatch.setattr(_glmm_passes, "CHUNK", chunk)
     X, y, group, offset = tiny_data(family, rng=1)
     G = group.max() + 1
     model = ri.random_intercept_glmm(X, y, group, family, offset=offset)
@@ -167,7 +167,7 @@ def test_grad_params_matches_finite_differences(family):
 @pytest.mark.parametrize("family", ["logit", "poisson"])
 @pytest.mark.parametrize("chunk", [1 << 16, 7])
 def test_value_and_grad_is_the_total_and_the_gradient(family, chunk, monkeypatch):
-    monkeypatch.setattr(glmm_model, "_CHUNK", chunk)
+    monkeypatch.setattr(_glmm_passes, "CHUNK", chunk)
     X, y, group, offset = tiny_data(family, rng=6)
     model = ri.random_intercept_glmm(X, y, group, family, offset=offset)
     theta = {"beta": np.array([0.2, -0.4]), "sigma": np.array(1.1)}

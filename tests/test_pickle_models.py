@@ -110,6 +110,8 @@ NOT_MODELS = {
     "mcem.models.mixture.initial_params",
     "mcem.models.mixture.kmeans_plusplus",
     "mcem.models.glmm_model.mc_covariance",
+    "mcem.models.glmm_expand.expanded_mstep",
+    "mcem.models.glmm_expand.intercept_column",
     "mcem.models.glmm_model.simulate_random_intercept",
     "mcem.models.glmm_quadrature.QuadratureFit",
     "mcem.models.glmm_quadrature.compare_to_quadrature",

@@ -32,6 +32,13 @@ model has an exact Hessian, L-BFGS-B otherwise: :func:`mcem.mstep.numerical`) or
 ``batch_draws``, ``batch_units``: see :func:`mcem.mstep.adam`).
 ``schedule``: ``"ascent"`` (default), ``"booth-hobert"``, ``"fixed"``, ``"geometric"``, a list
 or a function of the iteration (see :mod:`mcem.schedules`).
+``expand``: ``"auto"`` (default) takes the model's parameter-expanded M step (PX-EM: a
+model's ``expanded_mstep``, which :func:`mcem.models.random_intercept_glmm` has; see
+:class:`mcem.mstep.Expanded`) with the numerical M step and ``stop="precision"`` (without
+``optimizer_options``) while the ascent of its expanded Q is significant, and plain EM steps from
+the first iteration where it may not be (the stopping rule measures EM's own rate); ``False``
+never takes it, ``True`` asks for it and refuses a run that cannot. The history's ``expanded``
+column records which iterations took it.
 ``sampler`` and any further keywords (``n_chains``, ``burn``, ``warm_burn``, ``thin``,
 ``sampler_options``, ...) configure the MCMC E step, :class:`mcem.EStep`.
 ``checkpoint``: a file written after completed iterations; :func:`mcem.resume` continues from it.
@@ -100,11 +107,12 @@ class State(NamedTuple):
     opt_m: float = 0.0  # the last measured in-sample optimism of delta-Q times its sample size
     window: Any = None  # (k, 2, n) the last EM distances to go and their sds (in SEs), or None
     grow_to: int = 0  # the sample size the distance test needs next (0: no growth asked)
+    expanded: int = 0  # 1 while the model's parameter-expanded M step is in use (see step)
 
 
 def configure(model, *, max_iter, tol, sampler="auto", m_init=None, m_max=20_000, schedule="ascent",
               mstep="auto", optimizer_options=None, stop=None, n_consecutive=None, gamma=0.25,
-              track_loglik=True, correct_optimism=False, stream=False, **estep_options):
+              track_loglik=True, correct_optimism=False, stream=False, expand="auto", **estep_options):
     max_iter = 200 if max_iter is None else max_iter
     stream = check_bool(stream, "stream")
     stop = ("ascent" if stream else "precision") if stop is None else stop
@@ -136,19 +144,33 @@ def configure(model, *, max_iter, tol, sampler="auto", m_init=None, m_max=20_000
             "works without correct_optimism, the booth-hobert schedule and stop='precision', which need the "
             f"draws; got mstep={kind!r}, correct_optimism={correct_optimism}, schedule={sched.name!r}, stop={stop!r}"
         )
+    if isinstance(expand, np.bool_):
+        expand = bool(expand)
+    if not (isinstance(expand, bool) or (isinstance(expand, str) and expand == "auto")):
+        raise ValueError(f"expand must be 'auto', True or False, got {expand!r}")
+    has_px = callable(getattr(model, "expanded_mstep", None))
+    if expand is True and not (has_px and kind == "numerical" and stop == "precision" and not stream):
+        raise ValueError(
+            "expand=True needs a model with a parameter-expanded M step (expanded_mstep, as "
+            "random_intercept_glmm has), the numerical M step and stop='precision' without stream; got "
+            f"model {model.name!r} ({'with' if has_px else 'without'} expanded_mstep), mstep={kind!r}, "
+            f"stop={stop!r}, stream={stream}")
+    expanding = expand is not False and has_px and kind == "numerical" and stop == "precision" and not stream \
+        and not optimizer_options
     settings = dict(method="mcem", max_iter=max_iter, tol=tol, m_init=m_init, m_max=m_max,
-                    schedule=sched.name, mstep=kind, stop=stop, n_consecutive=n_consecutive, **es.settings)
+                    schedule=sched.name, mstep=kind, stop=stop, n_consecutive=n_consecutive,
+                    expand=expanding, **es.settings)
     return Config(max_iter=max_iter, tol=tol, settings=settings, es=es, m_max=m_max, stop=stop,
                   n_consecutive=n_consecutive, gamma=gamma, z_gamma=float(norm.ppf(1 - gamma)),
                   track_loglik=track_loglik, stream=stream, optimizer_options=optimizer_options, sched=sched,
                   kind=kind, correct_optimism=correct_optimism, correcting=correcting, pending=None,
-                  precision=None)
+                  precision=None, expanding=expanding)
 
 
 def init(cfg, model, theta, rng):
     rng_init, rng = rng.spawn(2)
     chains = cfg.es.init(theta, rng_init)
-    st = State(0, theta, chains, rng, cfg.sched.first(), 0, 0, 0, 1)
+    st = State(0, theta, chains, rng, cfg.sched.first(), 0, 0, 0, 1, expanded=int(cfg.expanding))
     return st, {"loglik": track(model, theta, cfg.track_loglik), "m": 0}
 
 
@@ -211,6 +233,33 @@ def mstep_on_draws(model, kind, theta, draws, optimizer_options, rng=None):
     return M.numerical(model, theta, draws, options=optimizer_options)
 
 
+def _expanded(cfg, model, st, theta, draws, trace, n_kept):
+    """``(new, info, delta_q, mcse)`` of the model's parameter-expanded M step
+    (:class:`mcem.mstep.Expanded`) where the ascent of its expanded Q is significant, else None.
+
+    PX-EM converges where EM is slow, but the stopping rule's measures (the EM rate from the
+    fraction of missing information, the distance still to go, the Monte Carlo error of the
+    iterate) are those of plain EM steps. So the expanded step is taken only while its ascent is
+    clearly significant (far from the MLE, where no measure is needed); at the first iteration
+    where it may not be, the plain M step is taken instead, and every later iteration is a plain
+    EM step, which the rule measures.
+    """
+    ex = model.expanded_mstep(theta, draws)
+    if ex is None:
+        return None
+    new, why = checked_update(model, ex.theta)
+    if why is not None:
+        return None
+    with np.errstate(all="ignore"):
+        dq, se, _ = M.expanded_delta_q(model, ex._replace(theta=new), theta, draws,
+                                       old=M.trace_at(model, theta, draws, trace))
+    zc = cfg.sched.z_alpha if isinstance(cfg.sched, Ascent) else cfg.z_gamma
+    guess = st.opt_m / n_kept if st.opt_m > 0 else 0.0  # the in-sample optimism, as in step
+    if not (np.isfinite(dq) and np.isfinite(se) and dq - 2 * guess - zc * se > 0):
+        return None
+    return new, ex.info, dq, se
+
+
 def _appendable(cfg, sched, n_kept, lower, target):
     """Draws (in all) to append within the iteration: the ascent is lost in Monte Carlo noise
     and the sample size is below what the rule allows (the precision target, m_max)."""
@@ -234,7 +283,13 @@ def step(cfg, model, st):
     trace = None if cfg.stream else res.loglik_trace  # the log joints at theta of the kept draws
     chains, diag = res.state, res.diagnostics
     appended, target, prec, opt_m = 0, st.target, None, st.opt_m
-    while True:
+    px = _expanded(cfg, model, st, theta, draws, trace, per_chain * n_chains) if st.expanded else None
+    if px is not None:  # a significant ascent: no precision measure, no appended draws
+        new, info, dq, se = px
+        n_kept, opt = per_chain * n_chains, 0.0
+        dq_ascent = dq
+        lower = dq - (sched.z_alpha if isinstance(sched, Ascent) else cfg.z_gamma) * se
+    while px is None:
         if cfg.stream:
             new, info = draws.mstep(theta)
         else:
@@ -298,7 +353,7 @@ def step(cfg, model, st):
     upper = dq + cfg.z_gamma * se
     row = dict(loglik=track(model, new, cfg.track_loglik), m=n_kept, delta_q=dq, mcse=se, lower=lower,
                upper=upper, appended=appended, mstep_success=info.success, optimism=opt,
-               mc_error_dominates=swamped_now)
+               mc_error_dominates=swamped_now, expanded=px is not None)
     if prec is not None:
         row.update(mc_ratio=prec.ratio, em_rate=prec.rate)
     row.update(diag_values(diag))
@@ -335,7 +390,8 @@ def step(cfg, model, st):
     if prec is not None:
         cfg.precision = prec
     new_st = State(t, new, chains, rng, st.m, hits, st.swamped + 1 if swamped_now else 0,
-                   st.total_draws + n_kept, per_chain, int(target or 0), limited, float(opt_m), window, int(grow_to))
+                   st.total_draws + n_kept, per_chain, int(target or 0), limited, float(opt_m), window, int(grow_to),
+                   int(px is not None))
     stop = None
     if hits >= cfg.n_consecutive:
         if cfg.stop == "precision":

@@ -93,7 +93,7 @@ _LOOP_KEYS = {
     "mcem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "m": "positive",
              "hits": "count", "swamped": "count", "total_draws": "count", "per_chain": "positive",
              "target": "count", "limited": "count", "opt_m": "nonnegative", "window": "any",
-             "grow_to": "count"},
+             "grow_to": "count", "expanded": "count"},
     "saem": {"t": "count", "theta": "theta", "state": "state", "rng": "rng", "s": "any", "memory": "memory",
              "avg": "theta_or_none", "n_avg": "count", "hits": "count", "total_draws": "count",
              "wdraws": "any", "scores": "any", "next_check": "count"},
@@ -105,7 +105,7 @@ _LOOP_KEYS = {
 
 
 #: Keys added after a format was released: a checkpoint without them starts them at their default.
-_OPTIONAL_KEYS = {"mcem": ("target", "limited", "opt_m", "window", "grow_to"),
+_OPTIONAL_KEYS = {"mcem": ("target", "limited", "opt_m", "window", "grow_to", "expanded"),
                   "saem": ("wdraws", "scores", "next_check"), "gem": ("per_chain", "total_draws")}
 
 

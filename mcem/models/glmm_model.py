@@ -34,6 +34,8 @@ from ._glmm_common import (
     group_sum,
     normal_logpdf,
 )
+from ._glmm_passes import eta_blocks, flat_u, group_sizes, log1p_exp_neg_abs, logistic, residual_blocks
+from .glmm_expand import expanded_mstep, intercept_column
 
 __all__ = [
     "FAMILIES",
@@ -44,58 +46,20 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- the model
-_CHUNK = 1 << 16  # elements (draws x observations) per block of the vectorised evaluations
-
-
-def _eta_blocks(lin, u, reps):
-    """Yield ``(rows, eta)`` over blocks of the flattened batch: eta = lin + u[rows] repeated over
-    each group's observations (``reps``: the group sizes; observations are sorted by group).
-
-    Working in blocks of about ``_CHUNK`` elements keeps the temporaries in cache (a single
-    (draws x observations) array of many draws is slow to allocate and to traverse); ``eta`` is
-    a fresh array the caller may overwrite.
-    """
-    B, n = u.shape[0], lin.shape[0]
-    step = max(1, _CHUNK // n)
-    for a in range(0, B, step):
-        b = min(B, a + step)
-        eta = np.repeat(u[a:b], reps, axis=1)  # contiguous groups: faster than a gather
-        eta += lin
-        yield slice(a, b), eta
-
-
-def _reps(data):
-    return data["counts"].astype(np.intp)
-
-
-def _log1p_exp_neg_abs(eta, out):
-    """log(1 + exp(-|eta|)) into ``out`` (log of 1 + t rather than log1p: absolute error ~1e-16)."""
-    np.abs(eta, out=out)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.log(out, out=out)
-
-
-def _flat_u(z, G):
-    u = np.asarray(z["u"], dtype=float)
-    return u, u.reshape(-1, G)
-
-
 # module-level (picklable) pieces of the model; G, family and p come from the data
 def _log_joint(theta, z, data):
     G, fam = data["n_groups"], data["family"]
     beta, sigma = beta_sigma(theta)
-    u, uf = _flat_u(z, G)
+    u, uf = flat_u(z, G)
     lin = data["X"] @ beta + data["offset"]
     y, st = data["y"], data["starts"]
     out = np.empty(uf.shape)
     tmp = None
-    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+    for rows, eta in eta_blocks(lin, uf, group_sizes(data)):
         if tmp is None or tmp.shape != eta.shape:
             tmp = np.empty_like(eta)
         if fam != "poisson":
-            _log1p_exp_neg_abs(eta, tmp)  # softplus(eta) = max(eta, 0) + tmp
+            log1p_exp_neg_abs(eta, tmp)  # softplus(eta) = max(eta, 0) + tmp
             np.add(tmp, np.maximum(eta, 0.0), out=tmp)
             if data["trials"] is not None:  # binomial: trials * softplus(eta) - log binomial(trials, y)
                 tmp *= data["trials"]
@@ -113,14 +77,14 @@ def _log_joint(theta, z, data):
 def _log_joint_total(theta, z, data):
     G, fam = data["n_groups"], data["family"]
     beta, sigma = beta_sigma(theta)
-    u, uf = _flat_u(z, G)
+    u, uf = flat_u(z, G)
     lin = data["X"] @ beta + data["offset"]
     # sum_i y_i eta_i = y . lin + sum_g ysum_g u_g
     linear = data["y"] @ lin + uf @ data["ysum"]
     if fam == "logit" and data["trials"] is None:
         curv = np.empty(uf.shape[0])
         tmp = None
-        for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+        for rows, eta in eta_blocks(lin, uf, group_sizes(data)):
             if tmp is None or tmp.shape != eta.shape:
                 tmp = np.empty_like(eta)
             # sum softplus = sum max(eta, 0) + sum log(1 + exp(-|eta|)), and
@@ -128,15 +92,15 @@ def _log_joint_total(theta, z, data):
             s_eta = eta.sum(axis=1)
             np.abs(eta, out=tmp)
             s_abs = tmp.sum(axis=1)
-            curv[rows] = 0.5 * (s_eta + s_abs) + _log1p_exp_neg_abs(eta, tmp).sum(axis=1)
+            curv[rows] = 0.5 * (s_eta + s_abs) + log1p_exp_neg_abs(eta, tmp).sum(axis=1)
         const = 0.0
     elif fam == "logit":  # binomial: sum_i trials_i softplus(eta_i), minus the log binomial coefficients
         curv = np.empty(uf.shape[0])
         tmp = None
-        for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+        for rows, eta in eta_blocks(lin, uf, group_sizes(data)):
             if tmp is None or tmp.shape != eta.shape:
                 tmp = np.empty_like(eta)
-            _log1p_exp_neg_abs(eta, tmp)
+            log1p_exp_neg_abs(eta, tmp)
             tmp += np.maximum(eta, 0.0)
             curv[rows] = tmp @ data["trials"]
         const = data["lgy"].sum()
@@ -149,51 +113,18 @@ def _log_joint_total(theta, z, data):
     return (linear - curv - const + prior).reshape(u.shape[:-1])
 
 
-def _logistic(eta):
-    """``(mean, t, r)`` of the logistic at ``eta``, overwriting ``eta`` with the mean: with
-    ``t = exp(-|eta|)`` and ``r = 1 / (1 + t)``, the mean is ``r`` where ``eta >= 0`` and
-    ``1 - r = t r`` elsewhere, i.e. ``1/2 + sign(eta) (r - 1/2)`` (one exp, no branch); the
-    GLM weight is ``t r^2``."""
-    t = np.abs(eta)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    r = t + 1.0
-    np.reciprocal(r, out=r)
-    np.sign(eta, out=eta)
-    eta *= r - 0.5
-    eta += 0.5
-    return eta, t, r
-
-
-def _residual_blocks(beta, uf, data):
-    """Yield ``(rows, y - mean)`` over blocks of the flattened batch (the mean of each observation
-    at eta = X beta + offset + u_g; binomial means carry their trials)."""
-    fam = data["family"]
-    lin = data["X"] @ beta + data["offset"]
-    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
-        if fam != "poisson":
-            _logistic(eta)
-            if data["trials"] is not None:
-                eta *= data["trials"]
-        else:
-            with np.errstate(over="ignore"):
-                np.exp(eta, out=eta)
-        np.subtract(data["y"], eta, out=eta)
-        yield rows, eta
-
-
 def _hessian(theta, z, data):
     """The Hessian of the log joint in the unconstrained parameters (beta, log sigma), averaged
     over the batch: ``-X' diag(mean_j w_ij) X`` for beta (w the GLM weights), ``-2 mean_j
     sum_g u_g^2 / sigma^2`` for log sigma, no cross terms; one pass over the linear predictor."""
     G, fam, p = data["n_groups"], data["family"], data["X"].shape[1]
     beta, sigma = beta_sigma(theta)
-    _, uf = _flat_u(z, G)
+    _, uf = flat_u(z, G)
     lin = data["X"] @ beta + data["offset"]
     wsum = np.zeros(lin.shape[0])
-    for _, eta in _eta_blocks(lin, uf, _reps(data)):
+    for _, eta in eta_blocks(lin, uf, group_sizes(data)):
         if fam != "poisson":
-            _, t, r = _logistic(eta)
+            _, t, r = logistic(eta)
             t *= r
             t *= r
             wsum += t.sum(axis=0)
@@ -234,9 +165,9 @@ class _SigmaUpdate:
 def _grad_params(theta, z, data):
     G, p = data["n_groups"], data["X"].shape[1]
     beta, sigma = beta_sigma(theta)
-    u, uf = _flat_u(z, G)
+    u, uf = flat_u(z, G)
     gb = np.empty((uf.shape[0], p))
-    for rows, resid in _residual_blocks(beta, uf, data):
+    for rows, resid in residual_blocks(beta, uf, data):
         gb[rows] = resid @ data["X"]
     return {
         "beta": gb.reshape(u.shape[:-1] + (p,)),
@@ -249,9 +180,9 @@ def _unit_scores(theta, z, data):
     shape ``batch + (G, p + 1)``; one pass over the linear predictor."""
     G, p = data["n_groups"], data["X"].shape[1]
     beta, sigma = beta_sigma(theta)
-    u, uf = _flat_u(z, G)
+    u, uf = flat_u(z, G)
     out = np.empty((uf.shape[0], G, p + 1))
-    for rows, resid in _residual_blocks(beta, uf, data):
+    for rows, resid in residual_blocks(beta, uf, data):
         for j in range(p):  # a loop over the few fixed effects, each vectorised over draws and groups
             out[rows, :, j] = group_sum(resid * data["X"][:, j], data["starts"])
     out[..., p] = uf**2 / sigma**2 - 1.0  # d/d log sigma of the group's normal log density
@@ -265,15 +196,15 @@ def _value_and_grad(theta, z, data):
     # logit: one pass over the linear predictor for both; with t = exp(-|eta|),
     # softplus(eta) = max(eta, 0) + log1p(t) and sigmoid(eta) = (1 or t) / (1 + t)
     beta, sigma = beta_sigma(theta)
-    u, uf = _flat_u(z, G)
+    u, uf = flat_u(z, G)
     lin = data["X"] @ beta + data["offset"]
     y, Xs = data["y"], data["X"]
     curv = np.empty(uf.shape[0])
     gb = np.empty((uf.shape[0], p))
-    for rows, eta in _eta_blocks(lin, uf, _reps(data)):
+    for rows, eta in eta_blocks(lin, uf, group_sizes(data)):
         # sum softplus = sum max(eta, 0) + sum log(1 + t) = (sum eta + sum |eta|) / 2 + ...
         curv[rows] = 0.5 * (eta.sum(axis=1) + np.abs(eta).sum(axis=1))
-        mean, t, _ = _logistic(eta)
+        mean, t, _ = logistic(eta)
         t += 1.0
         curv[rows] += np.log(t, out=t).sum(axis=1)  # log(1 + t) for t in (0, 1]: abs. error ~1e-16
         np.subtract(y, mean, out=mean)
@@ -315,10 +246,13 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None, t
         Parameters ``beta`` (real, ``(p,)``) and ``sigma`` (positive); latent ``u``
         (``Continuous(shape=G, unit=True)``). ``log_joint`` returns per-group terms; the model
         also has ``log_joint_total``, ``grad_params``, ``value_and_grad``, the exact ``hessian``
-        and ``unit_scores``, sigma's closed-form update (``partial_mstep``) and ``n_obs``. ``model.data`` holds the
+        and ``unit_scores``, sigma's closed-form update (``partial_mstep``), the
+        parameter-expanded M step ``expanded_mstep(theta, draws)`` (PX-EM, taken by MCEM while
+        its ascent is significant: :mod:`mcem.models.glmm_expand`) and ``n_obs``. ``model.data`` holds the
         observations sorted by group (``order`` maps back to the input order).
     """
     d = check_inputs(X, y, group, family, offset, trials)
+    d["intercept"] = intercept_column(d["X"])
     p, G, n = d["X"].shape[1], d["n_groups"], d["X"].shape[0]
     fam = d["family"]
     if init is not None and not isinstance(init, dict):
@@ -336,6 +270,7 @@ def random_intercept_glmm(X, y, group, family="logit", offset=None, init=None, t
     # refers to model.data, so that pickling the model carries the data once
     model.subset_fn = partial(_subset, model.data, fam, start)
     model.partial_mstep = _SigmaUpdate(G)
+    model.expanded_mstep = partial(expanded_mstep, model.data)
     return model
 
 
