@@ -164,6 +164,8 @@ CASES = [
     ("cov_of_mean", "values without a vector axis", lambda: mcem.diagnostics.cov_of_mean(np.zeros((2, 20))), ValueError, r"cov_of_mean: s must have shape \(chain, draw, p\), got shape \(2, 20\)"),
     ("load_result", "a malformed node in the file", lambda: mcem.load_result(crafted_result("unknown")), ValueError, r"fit\.npz: corrupted mcem result: settings\['x'\] has an unknown node type 'eval'"),
     ("fit", "gamma outside (0, 1)", lambda: mcem.fit(GM, method="mcem", gamma=1.5), ValueError, r"gamma must lie strictly between 0 and 1, got 1.5"),
+    ("fit", "expand not a flag or 'auto'", lambda: mcem.fit(GM, method="mcem", expand="yes"), ValueError, r"expand must be 'auto', True or False, got 'yes'"),
+    ("fit", "expand=True where no expanded step can be taken", lambda: mcem.fit(GM, method="mcem", expand=True), ValueError, r"expand=True needs a model with a parameter-expanded M step .*without expanded_mstep\), mstep='closed_form'"),
     ("fit", "m_max below m_init", lambda: mcem.fit(GM, method="mcem", m_init=10, m_max=5), ValueError, r"m_max must be at least m_init=10 \(the sample size can only grow\), got m_max=5"),
     ("fit", "a flag given as a string", lambda: mcem.fit(GM, method="mcem", track_loglik="no"), TypeError, r"track_loglik must be True or False, got str 'no'"),
     ("fit", "SAEM average given as a string", lambda: mcem.fit(GM, method="saem", average="yes"), TypeError, r"average must be True or False, got str 'yes'"),
