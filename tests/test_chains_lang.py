@@ -296,3 +296,100 @@ def test_a_chain_model_evaluated_with_numpy_gives_the_same_chain_and_likelihood(
     z = {"s": np.random.default_rng(0).integers(0, 2, size=(3, 9))}
     np.testing.assert_allclose(b.chains["s"].emission(theta, z, b.data), a.chains["s"].emission(theta, z, a.data),
                                rtol=1e-12)
+
+
+def test_csmc_centered_prior_band_is_prior_band_bit_for_bit():
+    """The proposal's prior bands, with the part free of the center computed once per chain prior,
+    are prior_band's numbers exactly (scalar and bivariate chains, batches of centers, and a new
+    prior after another: nothing stale)."""
+    from mcem.distributions.chains import LinearGaussian
+    from mcem.kernels.csmc import _CenteredPrior
+    from mcem.kernels.gaussian_chain import prior_band
+
+    rng = np.random.default_rng(4)
+    lgs = [dist.AR1(0.9, 0.3, loc=-1.0, length=7).linear_gaussian(),
+           dist.AR1(-0.5, 1.7, loc=2.0, length=7).linear_gaussian(),
+           LinearGaussian(np.array([0.3, -1.0]), np.array([[2.0, 0.3], [0.3, 1.0]]),
+                          np.array([[0.8, 0.1], [-0.2, 0.5]]), np.array([0.1, 0.4]),
+                          np.array([[0.5, -0.1], [-0.1, 0.3]]))]
+    for lg in lgs + lgs[:1]:
+        d = np.size(lg.m0)
+        for shape in ((3, 7, d), (7, d)):
+            center = rng.normal(size=shape) * 3.0
+            got, ref = _CenteredPrior.of(lg, 7).band(center), prior_band(lg, 7, center=center)
+            for a, b in zip(got, ref, strict=True):
+                assert np.shape(a) == np.shape(b)
+                np.testing.assert_array_equal(a, b)
+
+
+def test_csmc_reuses_the_refresh_approximation_with_the_same_draws():
+    """The E step's draws with the refresh's Gaussian approximation kept for the first adapting
+    step and the prior band's center-free part kept per theta are those of the plain
+    construction (gaussian_proposal, prior_band at every Newton step), bit for bit, over runs
+    at two thetas."""
+    from mcem.kernels import CSMC, csmc
+    from mcem.kernels.gaussian_chain import prior_band
+    from mcem.models import stochvol
+
+    class Plain(CSMC):
+        def _adapted_proposal(self, target, z, rng):
+            return csmc.gaussian_proposal(target, z, rng, self.spread)
+
+    class PlainPrior:
+        @staticmethod
+        def of(lg, T):
+            return type("P", (), {"band": staticmethod(lambda center: prior_band(lg, T, center=center))})()
+
+    y, _ = stochvol.simulate(30, rng=5)
+    model = stochvol.stochastic_volatility(y)
+    thetas = [{"mu": np.array(-1.0), "phi": np.array(0.9), "sigma": np.array(0.35)},
+              {"mu": np.array(-0.8), "phi": np.array(0.95), "sigma": np.array(0.25)}]
+
+    def run(kernel):
+        es = EStep(model, sampler={"h": kernel}, n_chains=3, burn=3, warm_burn=2)
+        st, out = es.init(thetas[0], 0), []
+        for i, th in enumerate(thetas * 2):
+            res = es.run(th, st, 2, i + 1)
+            st = res.state
+            out += [res.draws["h"], res.loglik_trace, st.kernel_state.sites["h"].scale]
+        return out
+
+    fast = run(CSMC())
+    orig = csmc._CenteredPrior
+    csmc._CenteredPrior = PlainPrior
+    try:
+        plain = run(Plain())
+    finally:
+        csmc._CenteredPrior = orig
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grid_loglik_forward_in_probabilities_matches_the_log_space_forward_backward():
+    """The grid likelihood by the scaled forward recursion equals forward_backward's (log space)
+    to rounding, and where the mass at a step would underflow the log-space pass is taken."""
+    from mcem.kernels.ffbs import forward_backward
+    from mcem.models import stochvol
+
+    def reference(y, mu, phi, sigma, n_grid, width=6.0):
+        sd = sigma / np.sqrt(1.0 - phi**2)
+        g = mu + sd * np.linspace(-width, width, n_grid)
+        lt = -0.5 * ((g[None, :] - mu - phi * (g[:, None] - mu)) / sigma) ** 2
+        lt -= np.logaddexp.reduce(lt, axis=1, keepdims=True)
+        li = -0.5 * ((g - mu) / sd) ** 2
+        li -= np.logaddexp.reduce(li)
+        le = -0.5 * (np.log(2 * np.pi) + g[None, :] + y[:, None] ** 2 * np.exp(-g[None, :]))
+        return float(forward_backward(li, lt, le[None]).loglik[0]), (li, lt, le)
+
+    y, _ = stochvol.simulate(60, rng=2)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mu, phi, sigma = rng.normal(-1.0, 1.0), np.tanh(rng.normal(1.5, 1.0)), np.exp(rng.normal(-1.5, 0.8))
+        ref, _ = reference(y, mu, phi, sigma, 50)
+        assert stochvol.grid_loglik(y, mu, phi, sigma, n_grid=50) == pytest.approx(ref, rel=1e-12, abs=1e-9)
+    # returns of 0 hold the chain at the grid's bottom; then one far beyond its top, which the
+    # persistent chain cannot reach in one step: in probabilities the mass at that step is 0
+    y_out = np.r_[np.zeros(40), 1e80]
+    ref, args = reference(y_out, -1.0, 0.999, 0.5, 50)
+    assert stochvol._forward_loglik(*args) is None and np.isfinite(ref)
+    assert stochvol.grid_loglik(y_out, -1.0, 0.999, 0.5, n_grid=50) == ref

@@ -32,7 +32,8 @@ import numpy as np
 from .._validation import check_positive_float, check_positive_int
 from .base import ChainTarget, Kernel, SiteInfo
 from .ffbs import pool_forward_backward_sample
-from .gaussian_chain import add_emission, factor_band, prior_band, quadratic_emission, sample_band
+from .gaussian_chain import (_LOG_2PI, Band, _matvec, _spd_inverse, _square, add_emission, factor_band,
+                             prior_band, quadratic_emission, sample_band)
 
 __all__ = ["CSMC", "CSMCState", "gaussian_proposal"]
 
@@ -52,21 +53,76 @@ class CSMCState(NamedTuple):
 def gaussian_proposal(target, z, rng, spread=1.5):
     """(loc, scale), each (chains, T, d): a normal proposal per time step from the Gaussian
     approximation of the path's full conditional at ``z`` (chains, T, *state)."""
+    center, fb = _approximation(target, z)
+    return _proposal(center, fb, rng, spread)
+
+
+def _approximation(target, z):
+    """(center (chains, T, *state), its factored band): the Gaussian approximation of the path's
+    full conditional at ``z``, after ``_NEWTON_STEPS`` Newton steps toward the mode."""
     chains, T = z.shape[:2]
     state = z.shape[2:]
     d = int(np.prod(state, dtype=int)) if state else 1
-    lg = target.prior.linear_gaussian()
+    prior = _CenteredPrior.of(target.prior.linear_gaussian(), T)
     center = np.asarray(z, dtype=float).reshape((chains, T) + state)
     fb = None
     for _ in range(_NEWTON_STEPS):  # Newton steps toward the mode, in x - center (no cancellation)
         H, g, c, _ = quadratic_emission(target.emission, chains, T, state, center=center, h=1e-3, relative=True)
         # a convex emission piece would make the approximation improper: keep its curvature >= 0
-        fb = factor_band(add_emission(prior_band(lg, T, center=center.reshape(chains, T, d)), _psd(H), g, c),
-                         "CSMC proposal")
+        fb = factor_band(add_emission(prior.band(center.reshape(chains, T, d)), _psd(H), g, c), "CSMC proposal")
         center = center + np.asarray(fb.mean, dtype=float).reshape(center.shape)
+    return center, fb
+
+
+def _proposal(center, fb, rng, spread):
+    """(loc, scale) from the approximation: its mean, and its marginal standard deviations (from
+    ``_N_SCALE_DRAWS`` draws) widened by ``spread``."""
+    chains, T = center.shape[:2]
+    d = int(np.prod(center.shape[2:], dtype=int))
     draws = np.asarray(sample_band(fb, rng, sample_shape=(_N_SCALE_DRAWS,)), dtype=float)
     sd = draws.reshape((_N_SCALE_DRAWS, chains, T, d)).std(axis=0, ddof=1)
     return center.reshape(chains, T, d), spread * np.maximum(sd, 1e-8)
+
+
+class _CenteredPrior:
+    """``prior_band(lg, T, center=u)`` for many centers ``u`` at one ``lg``, the same numbers:
+    what does not depend on the center (the precision band, ``b`` at the origin, the inverse
+    Cholesky factors and the normalising constant) is computed once per ``lg`` and ``T``
+    (the proposal's Newton steps read the prior at a new center each; the chain's prior is the
+    same through an E step). The last one is kept, keyed by the values of ``lg``."""
+
+    _last = None
+
+    @classmethod
+    def of(cls, lg, T):
+        key = (int(T),) + tuple((a.shape, a.tobytes()) for a in
+                                (np.asarray(getattr(lg, k), dtype=float) for k in ("m0", "P0", "F", "c", "Q")))
+        last = cls._last  # one read: another thread may replace it
+        if last is not None and last.key == key:
+            return last
+        new = cls._last = cls(lg, T, key)
+        return new
+
+    def __init__(self, lg, T, key):
+        base = prior_band(lg, T)  # checks lg, as prior_band(lg, T, center) would
+        m0 = np.atleast_1d(np.asarray(lg.m0, dtype=float))
+        d = m0.size
+        P0, F, Q = (_square(getattr(lg, k), d, k) for k in ("P0", "F", "Q"))
+        (_, logdet0, L0i), (_, logdetq, LQi) = _spd_inverse(P0, "P0"), _spd_inverse(Q, "Q")
+        self.key, self.T, self.d, self.ab, self.b = key, T, d, base.ab, base.b
+        self.m0, self.F, self.c, self.L0i, self.LQi = m0, F, np.asarray(lg.c, dtype=float).reshape(-1), L0i, LQi
+        self.norm = -0.5 * (T * d * _LOG_2PI + logdet0 + (T - 1) * logdetq)
+
+    def band(self, center):
+        """The band of ``delta = x - center`` (center (..., T, d)); ``ab`` a read-only view."""
+        T, d, ab = self.T, self.d, self.ab
+        u = np.asarray(center, dtype=float)
+        if u.shape[-2:] != (T, d):
+            raise ValueError(f"prior_band: center must have shape (..., {T}, {d}), got {u.shape}")
+        r0, r = u[..., :1, :] - self.m0, u[..., 1:, :] - u[..., :-1, :] @ self.F.T - self.c
+        quad = np.sum((r0 @ self.L0i.T) ** 2, axis=(-2, -1)) + np.sum((r @ self.LQi.T) ** 2, axis=(-2, -1))
+        uf = u.reshape(u.shape[:-2] + (T * d,))
+        return Band(np.broadcast_to(ab, uf.shape[:-1] + ab.shape), self.b - _matvec(ab, uf), self.norm - 0.5 * quad)
 
 
 def _psd(H):
@@ -121,8 +177,31 @@ class CSMC(Kernel):
     def refresh(self, state, target):
         # the proposal follows theta; it is built from the current paths (a deterministic seed
         # keeps refresh free of the caller's random stream)
-        loc, scale = gaussian_proposal(target, state.z, np.random.default_rng(0), self.spread)
+        center, fb = _approximation(target, state.z)
+        # kept for the first adapting step, which would build the same approximation again
+        self._last = (state.z, target.prior, center, fb) if target.shared else None
+        loc, scale = _proposal(center, fb, np.random.default_rng(0), self.spread)
         return CSMCState(state.z, self._own(target, state.z), loc, scale)
+
+    def _adapted_proposal(self, target, z, rng):
+        """:func:`gaussian_proposal` at ``z``, with the Gaussian approximation (the Newton steps)
+        of the last refresh where that was made on these very paths for this chain target
+        (only the draws that set the scales differ): the first adapting step after a refresh.
+        Only where the chain is the model's only latent (``shared``): its emission terms then
+        depend on theta alone, and its prior is the one object the E step's target holds for
+        its theta."""
+        last = self._last  # one read: another thread may replace it
+        if last is not None and last[0] is z and last[1] is target.prior and target.shared:
+            self._last = None
+            center, fb = last[2], last[3]
+        else:
+            center, fb = _approximation(target, z)
+        return _proposal(center, fb, rng, self.spread)
+
+    _last = None  # (paths, prior, center, factored band) of the last refresh's approximation
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_last"}
 
     def _own(self, target, z):
         e = np.asarray(target.emission(z), dtype=float).sum(-1)
@@ -131,7 +210,7 @@ class CSMC(Kernel):
     def step(self, state, target, rng, adapt=False):
         self._check(target, state.z)
         if adapt:
-            loc, scale = gaussian_proposal(target, state.z, rng, self.spread)
+            loc, scale = self._adapted_proposal(target, state.z, rng)
             state = state._replace(loc=loc, scale=scale)
         z = state.z
         chains, T = z.shape[:2]

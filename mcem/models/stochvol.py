@@ -83,7 +83,37 @@ def grid_loglik(y, mu, phi, sigma, n_grid=300, width=6.0):
     li = -0.5 * ((g - mu) / sd) ** 2
     li -= np.logaddexp.reduce(li)
     le = -0.5 * (np.log(2 * np.pi) + g[None, :] + y[:, None] ** 2 * np.exp(-g[None, :]))
-    return float(forward_backward(li, lt, le[None]).loglik[0])
+    ll = _forward_loglik(li, lt, le)
+    return ll if ll is not None else float(forward_backward(li, lt, le[None]).loglik[0])
+
+
+#: The forward pass in probabilities is taken where the mass kept at every step is at least this
+#: (what underflows to zero is then below 1e-100 of it); the log-space pass otherwise.
+_MIN_MASS = 1e-200
+
+
+def _forward_loglik(li, lt, le):
+    """The forward algorithm's log-likelihood (log initial probabilities ``li`` (K,), normalised
+    log transitions ``lt`` (K, K), emissions ``le`` (T, K)) by the scaled recursion in
+    probabilities, one product with the transition matrix per step (the log-likelihood
+    :func:`mcem.kernels.ffbs.forward_backward` computes in log space, with no backward pass); None
+    where the mass at some step falls below ``_MIN_MASS`` (or is not finite)."""
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+        m = le.max(axis=1)
+        E = np.exp(le - m[:, None])
+        A = np.exp(lt)
+        a = np.exp(li) * E[0]
+        ll = 0.0
+        for t in range(le.shape[0]):
+            if t:
+                a = (a @ A) * E[t]
+            s = a.sum()
+            if not (np.isfinite(s) and s >= _MIN_MASS):
+                return None
+            a /= s
+            ll += np.log(s)
+    ll += m.sum()
+    return float(ll) if np.isfinite(ll) else None
 
 
 def _theta(v):
