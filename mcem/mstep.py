@@ -80,12 +80,17 @@ class Expanded(NamedTuple):
     ``log_jacobian`` the log determinant of ``T``, such that the expanded Q gained on draw j is
     ``log p(x, T(z_j); theta) + log_jacobian - log p(x, z_j; theta_t)``: the ascent the
     observed likelihood is sure of (:func:`expanded_delta_q`), as delta-Q is for an EM step.
+    Measured on the draws the step maximised, that ascent is optimistic by ``optimism``.
     """
 
     theta: dict
     draws: dict
     log_jacobian: float
     info: MStepInfo
+    #: the in-sample optimism of the expanded delta-Q, ``tr(H^-1 Cov(mean score))`` over every
+    #: fitted parameter of the expanded model (see :func:`mcem.algorithms.mcem.optimism`); NaN
+    #: when not known
+    optimism: float = float("nan")
 
 
 def expanded_delta_q(model, step, theta_old, draws, old=None):

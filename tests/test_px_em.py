@@ -171,3 +171,15 @@ def test_expand_option_is_checked():
     plain = mcem.Model(model.log_joint_fn, params=model.params, latents=model.latents, data=model.data)
     with pytest.raises(ValueError, match=r"expand=True needs .*without expanded_mstep"):
         mcem.fit(plain, model.default_theta(), method="mcem", rng=0, expand=True, max_iter=1)
+
+
+def test_expanded_optimism_is_positive_and_falls_as_one_over_the_draws():
+    d = ri.simulate_random_intercept(200, 6, [-0.5, 1.0], 1.0, "logit", rng=8)
+    model = ri.random_intercept_glmm(d["X"], d["y"], d["group"])
+    theta = model.default_theta()
+    es = mcem.EStep(model, warn=False)
+    u = es.run(theta, es.init(theta, 0), 200, 1).draws["u"]
+    full = model.expanded_mstep(theta, {"u": u}).optimism
+    half = model.expanded_mstep(theta, {"u": u[:, :100]}).optimism
+    # tr(H^-1 Cov(mean score)) over 5 fitted parameters: about 5 x rate / ESS, halved by twice the draws
+    assert 0 < full < 0.5 and 1.4 < half / full < 3.0

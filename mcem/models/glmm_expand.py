@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..diagnostics import cov_of_mean
 from ..mstep import NEWTON_HESSIAN_DRAWS, Expanded, MStepInfo, newton_loop
 from ._glmm_common import beta_sigma, group_sum, obs_loglik
 from ._glmm_passes import eta_blocks, flat_u, group_sizes, logistic, residual_blocks
@@ -28,15 +29,15 @@ def intercept_column(X):
     return int(cols[0]) if cols.size else None
 
 
-def _grad(gamma, uf, data):
-    """Gradient of the expanded regression's mean log-likelihood in ``gamma = (beta, alpha)``,
-    the linear predictor being ``X beta + offset + alpha u_g``: one pass over the draws."""
+def _scores(gamma, uf, data):
+    """Per-draw scores of the expanded regression's log-likelihood in ``gamma = (beta, alpha)``,
+    the linear predictor being ``X beta + offset + alpha u_g``: ``(draws, p + 1)``, one pass."""
     p, X, st = gamma.size - 1, data["X"], data["starts"]
-    g = np.zeros(p + 1)
+    out = np.empty((uf.shape[0], p + 1))
     for rows, resid in residual_blocks(gamma[:p], gamma[p] * uf, data):
-        g[:p] += resid.sum(axis=0) @ X
-        g[p] += np.vdot(group_sum(resid, st), uf[rows])
-    return g / max(uf.shape[0], 1)
+        out[rows, :p] = resid @ X
+        out[rows, p] = np.einsum("ij,ij->i", group_sum(resid, st), uf[rows])
+    return out
 
 
 def _neg_hessian(gamma, uf, data):
@@ -107,13 +108,42 @@ def expanded_mstep(data, theta, z):
             v = _value(x, uf, data)
         return v if np.isfinite(v) else np.nan
 
-    gamma, nit, nfev, ok, message = newton_loop(np.append(beta, 1.0), lambda x: _grad(x, uf, data), factor, value)
+    seen = {}
+
+    def grad(x):  # the per-draw scores of the last point kept (the optimism needs them)
+        s = _scores(x, uf, data)
+        seen.clear()
+        seen[x.tobytes()] = s
+        return s.mean(axis=0)
+
+    gamma, nit, nfev, ok, message = newton_loop(np.append(beta, 1.0), grad, factor, value)
     alpha = float(gamma[p])
     if not (ok or nit > 0) or not np.all(np.isfinite(gamma)) or alpha == 0.0 or spread <= 0.0:
         return None
+    scores = seen.get(gamma.tobytes())
+    opt = np.nan if scores is None else _optimism(gamma, scores, u, uf, sub, shift, spread, col, data)
     beta_new = gamma[:p].copy()
     if col is not None:
         beta_new[col] += alpha * shift / data["X"][0, col]
     new = {"beta": beta_new, "sigma": abs(alpha) * np.sqrt(spread)}
     return Expanded(new, {"u": alpha * (u - shift)}, G * float(np.log(abs(alpha))),
-                    MStepInfo(ok, nit, nfev, "expanded " + message))
+                    MStepInfo(ok, nit, nfev, "expanded " + message), opt)
+
+
+def _optimism(gamma, scores, u, uf, sub, shift, spread, col, data):
+    """``tr(H^-1 Cov(mean score))`` of the expanded fit at its maximum: the regression's part with
+    its Hessian, the normal's mean and log spread in closed form (information ``G / s^2`` and
+    ``2 G``; no cross terms: Q separates), each score's covariance from batch means over chains."""
+    G = data["n_groups"]
+    batch = u.shape[:-1] if u.ndim == 3 else (1, uf.shape[0])
+    centred = uf - shift
+    parts = [scores, (np.sum(centred**2, axis=1) / spread - G)[:, None]]
+    info = [_neg_hessian(gamma, sub, data), np.array([[2.0 * G]])]
+    if col is not None:
+        parts.append((np.sum(centred, axis=1) / spread)[:, None])
+        info.append(np.array([[G / spread]]))
+    total = 0.0
+    for s, H in zip(parts, info):
+        V = cov_of_mean(s.reshape(batch + (s.shape[-1],)))
+        total += float(np.trace(np.linalg.solve(H, V)))
+    return total if np.isfinite(total) else np.nan
