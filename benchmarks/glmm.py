@@ -187,7 +187,7 @@ def _summ(xs):
     return {"median": harness.median(xs), "min": float(min(xs)), "max": float(max(xs)), "n": len(xs)}
 
 
-def case_a(G, seeds, budget, r_rounds, r_repeats, small_G, small_budget, naive_seed=1, log=print):
+def case_a(G, seeds, budget, r_rounds, r_repeats, small_G, small_budget, naive_seed=1, log=print, peers=None):
     X, y, g = data(G)
     ref = _Reference(fit_quadrature(X, y, g))
     theta0 = start(X, y)
@@ -203,6 +203,8 @@ def case_a(G, seeds, budget, r_rounds, r_repeats, small_G, small_budget, naive_s
     for k, seed in enumerate(seeds):
         steps = ["mcem", "R"] if k % 2 == 0 else ["R", "mcem"]
         for s in steps:
+            if s == "R" and peers is not None:
+                continue
             if s == "mcem":
                 r = run_mcem(X, y, g, theta0, ref, seed)
                 log(f"[glmm] mcem seed {seed}: 0.1 SE at {r['t01_wall']} s (iteration {r['t01_iteration']}); "
@@ -214,6 +216,13 @@ def case_a(G, seeds, budget, r_rounds, r_repeats, small_G, small_budget, naive_s
                 r_runs.append(rr)
                 log(f"[glmm] R round {k + 1}: " + ("error" if "error" in rr else
                     ", ".join(f"{n} {f['seconds']:.2f} s" for n, f in rr["fits"].items())))
+    if peers is not None:  # the contenders' runs of an earlier command, mcem's seeds anew
+        log(f"[glmm] naive loop, small cases and R taken from {peers['from']}")
+        return {"G": G, "n_per": 10, "seeds": list(seeds), "reference": ref.as_dict(),
+                "start": {"beta": np.asarray(theta0["beta"]).tolist(), "sigma": 1.0}, "mcem": ours,
+                "naive": peers["naive"], "naive_design": naive_glmm.DESIGN,
+                "small": {**peers["small"], "mcem": run_mcem(*_small(small_G), seeds[0])},
+                "R": peers["R"], "r_repeats": peers["r_repeats"], "peers_from": peers["from"]}
     naive = run_naive(X, y, g, theta0, ref, budget, naive_seed)
     log(f"[glmm] naive per-group emcee MCEM: arrival {naive['t01_wall']} s, {naive['iterations']} iterations, "
         f"distance {naive['final_distance']:.3f} SE after {naive['elapsed_wall']:.0f} s")
@@ -230,6 +239,12 @@ def case_a(G, seeds, budget, r_rounds, r_repeats, small_G, small_budget, naive_s
             "start": {"beta": np.asarray(theta0["beta"]).tolist(), "sigma": 1.0},
             "mcem": ours, "naive": naive, "naive_design": naive_glmm.DESIGN, "small": small,
             "R": r_runs if have_r else None, "r_repeats": r_repeats}
+
+
+def _small(small_G):
+    Xs, ys, gs = data(small_G, seed=1)
+    ref_s = _Reference(fit_quadrature(Xs, ys, gs))
+    return Xs, ys, gs, start(Xs, ys), ref_s
 
 
 def _r_fit_summary(r_runs, ref):
@@ -367,7 +382,9 @@ def table_a(res, ctx):
         f"{len(res['R'] or [])} processes of {res['r_repeats']} repeats of each fit, R's `system.time` of the "
         f"fit call; the figure is the median over every repeat. mcem's seeds and R's processes were run "
         f"alternately (order reversed every other round); the naive loops after them. Distances are in "
-        f"reference (quadrature) SEs, the largest over the coordinates.",
+        f"reference (quadrature) SEs, the largest over the coordinates."
+        + (f" This table's mcem rows are this command's; the naive loops and R's fits are those of "
+           f"{res['peers_from']} on the same machine (`--reuse-peers`)." if res.get("peers_from") else ""),
         "",
         harness.context_markdown(ctx),
     ]
@@ -462,6 +479,9 @@ def main():
     p.add_argument("--budget", type=float, default=None, help="the naive loop's budget, s (default 3600; quick 60)")
     p.add_argument("--r-rounds", type=int, default=3, help="R processes, alternating with mcem's seeds")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--reuse-peers", action="store_true",
+                   help="run mcem's seeds anew and take the naive loop, the small cases and R from the last "
+                        "results/glmm.json (same machine; the table says when they were measured)")
     p.add_argument("--render", action="store_true",
                    help="measure nothing: re-render the tables from benchmarks/results/*.json and write them")
     a = p.parse_args()
@@ -476,8 +496,14 @@ def main():
     with harness.one_blas_thread():
         if a.case in ("glmm", "all"):
             ctx = harness.context()
+            peers = None
+            if a.reuse_peers:
+                last = json.loads((RESULTS / f"glmm{suffix}.json").read_text())
+                peers = {k: last[k] for k in ("naive", "small", "R", "r_repeats")}
+                ctx0 = last["context"]
+                peers["from"] = last.get("peers_from") or f"`{ctx0.get('command')}` ({ctx0.get('date')})"
             res = case_a(s["G"], list(range(1, a.seeds + 1)), budget, a.r_rounds, s["r_repeats"], s["small_G"],
-                         s["small_budget"])
+                         s["small_budget"], peers=peers)
             md = table_a(res, ctx)
             print(md, flush=True)
             (RESULTS / f"glmm{suffix}.json").write_text(json.dumps(_jsonable({"context": ctx, **res}), indent=1))

@@ -254,9 +254,10 @@ def _expanded(cfg, model, st, theta, draws, trace, n_kept):
         dq, se, _ = M.expanded_delta_q(model, ex._replace(theta=new), theta, draws,
                                        old=M.trace_at(model, theta, draws, trace))
     zc = cfg.sched.z_alpha if isinstance(cfg.sched, Ascent) else cfg.z_gamma
-    # its in-sample optimism (several parameters fitted to the same draws), as in step
-    opt = ex.optimism if np.isfinite(ex.optimism) else (st.opt_m / n_kept if st.opt_m > 0 else np.inf)
-    if not (np.isfinite(dq) and np.isfinite(se) and dq - 2 * opt - zc * se > 0):
+    # less its in-sample optimism, measured for this step (several parameters fitted to the same
+    # draws; without it, noisy expanded steps look significant and the sample never grows)
+    opt = ex.optimism if np.isfinite(ex.optimism) else (2 * st.opt_m / n_kept if st.opt_m > 0 else np.inf)
+    if not (np.isfinite(dq) and np.isfinite(se) and dq - opt - zc * se > 0):
         return None
     return new, ex.info, dq, se
 
